@@ -1,0 +1,196 @@
+//! The exporter contract and the queue + retry worker every exporter runs behind.
+
+use crate::metrics::{DropReason, Metrics, PerSignal};
+use crate::telemetry::Telemetry;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use sluice_config::{QueueConfig, RetryConfig, Signal, WhenFull};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
+
+/// A boxed future, so exporters can be trait objects.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How an export attempt failed; decides between retrying and giving up.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ExportError {
+    /// Whether trying again may succeed (timeouts, 429/503, connection refused).
+    pub retryable: bool,
+    /// The backend's own words.
+    pub message: String,
+    /// How long the backend asked us to wait, if it said.
+    pub retry_after: Option<Duration>,
+}
+
+impl ExportError {
+    /// A failure worth retrying.
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Self { retryable: true, message: message.into(), retry_after: None }
+    }
+
+    /// A failure that will not go away by retrying (bad data, schema mismatch).
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self { retryable: false, message: message.into(), retry_after: None }
+    }
+}
+
+/// A backend writer. One batch at a time per exporter; the worker handles queueing and retry.
+pub trait Exporter: Send + Sync + 'static {
+    /// Writes one batch.
+    fn export<'a>(&'a self, batch: &'a Telemetry) -> BoxFuture<'a, Result<(), ExportError>>;
+
+    /// Flushes and closes; called once after the queue drained.
+    fn shutdown(&self) -> BoxFuture<'_, Result<(), ExportError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+struct Queued {
+    data: Telemetry,
+    items: u64,
+    permits: u32,
+}
+
+/// The pipelines' handle to an exporter's queue.
+#[derive(Clone)]
+pub struct ExporterQueue {
+    name: Arc<str>,
+    tx: mpsc::UnboundedSender<Queued>,
+    room: Arc<Semaphore>,
+    max_items: u32,
+    when_full: WhenFull,
+    queued: PerSignal<Gauge>,
+    dropped_full: PerSignal<Counter>,
+}
+
+impl ExporterQueue {
+    /// Exporter name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Puts a batch in the queue: waits for room (`block`) or drops and counts it (`drop`).
+    /// Returns false when the data did not go in.
+    pub async fn enqueue(&self, data: Telemetry, items: u64) -> bool {
+        let signal = data.signal();
+        // A batch larger than the whole queue takes the whole queue rather than waiting forever.
+        let want = u32::try_from(items).unwrap_or(u32::MAX).clamp(1, self.max_items);
+        let permit = match self.when_full {
+            WhenFull::Block => self.room.acquire_many(want).await.ok(),
+            WhenFull::Drop => self.room.try_acquire_many(want).ok(),
+        };
+        let Some(permit) = permit else {
+            self.dropped_full.get(signal).inc_by(items);
+            tracing::warn!(exporter = %self.name, %signal, items, "exporter queue full; dropped");
+            return false;
+        };
+        permit.forget();
+        self.queued.get(signal).inc_by(items as i64);
+        if self.tx.send(Queued { data, items, permits: want }).is_err() {
+            self.queued.get(signal).dec_by(items as i64);
+            self.room.add_permits(want as usize);
+            return false;
+        }
+        true
+    }
+
+    /// Items in the queue or in flight.
+    pub fn depth(&self) -> u64 {
+        (self.max_items as usize).saturating_sub(self.room.available_permits()) as u64
+    }
+
+    /// Queue capacity in items.
+    pub fn capacity(&self) -> u64 {
+        u64::from(self.max_items)
+    }
+}
+
+/// Starts the worker that drains an exporter's queue; it ends (after `shutdown`) once every
+/// [`ExporterQueue`] clone is dropped and the queue is empty.
+pub fn spawn_exporter(
+    name: &str,
+    exporter: Arc<dyn Exporter>,
+    queue: &QueueConfig,
+    retry: &RetryConfig,
+    metrics: &Metrics,
+) -> (ExporterQueue, JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Queued>();
+    let max_items = u32::try_from(queue.max_items).unwrap_or(u32::MAX).min(Semaphore::MAX_PERMITS as u32);
+    let room = Arc::new(Semaphore::new(max_items as usize));
+    let queued = PerSignal::new(|s| metrics.exporter_queue(name, s));
+    let handle = ExporterQueue {
+        name: name.into(),
+        tx,
+        room: room.clone(),
+        max_items,
+        when_full: queue.when_full,
+        queued: queued.clone(),
+        dropped_full: PerSignal::new(|s| metrics.dropped(name, s, DropReason::QueueFull)),
+    };
+    let sent = PerSignal::new(|s| metrics.exporter_sent(name, s));
+    let failed = PerSignal::new(|s| metrics.exporter_failed(name, s));
+    let dropped = PerSignal::new(|s| metrics.dropped(name, s, DropReason::ExportFailed));
+    let load = metrics.exporter_load(name);
+    let retry = retry.clone();
+    let name = name.to_owned();
+    let task = tokio::spawn(async move {
+        while let Some(q) = rx.recv().await {
+            let signal: Signal = q.data.signal();
+            load.set(f64::from(max_items - room.available_permits() as u32) / f64::from(max_items));
+            match export_with_retry(&name, exporter.as_ref(), &q.data, &retry).await {
+                Ok(()) => {
+                    sent.get(signal).inc_by(q.items);
+                }
+                Err(e) => {
+                    failed.get(signal).inc_by(q.items);
+                    dropped.get(signal).inc_by(q.items);
+                    tracing::error!(exporter = %name, %signal, items = q.items, error = %e.message, "export failed; batch dropped");
+                }
+            }
+            queued.get(signal).dec_by(q.items as i64);
+            room.add_permits(q.permits as usize);
+        }
+        load.set(0.0);
+        if let Err(e) = exporter.shutdown().await {
+            tracing::error!(exporter = %name, error = %e.message, "exporter shutdown failed");
+        }
+    });
+    (handle, task)
+}
+
+async fn export_with_retry(
+    name: &str,
+    exporter: &dyn Exporter,
+    data: &Telemetry,
+    retry: &RetryConfig,
+) -> Result<(), ExportError> {
+    let start = tokio::time::Instant::now();
+    let mut wait = retry.initial_interval.0;
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let err = match exporter.export(data).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if !err.retryable {
+            return Err(err);
+        }
+        let elapsed = start.elapsed();
+        if !retry.max_elapsed.0.is_zero() && elapsed >= retry.max_elapsed.0 {
+            return Err(ExportError::permanent(format!(
+                "gave up after {attempt} attempts in {elapsed:?}: {}",
+                err.message
+            )));
+        }
+        let pause = err.retry_after.unwrap_or(wait).min(retry.max_interval.0.max(wait));
+        tracing::warn!(exporter = %name, attempt, error = %err.message, retry_in = ?pause, "export failed; will retry");
+        tokio::time::sleep(pause).await;
+        wait = (wait * 2).min(retry.max_interval.0);
+    }
+}

@@ -1,0 +1,19 @@
+//! Sluice core: the data model ([`Telemetry`]), the component contracts, the channels between
+//! receivers, pipelines and exporters, and self-metrics. Every other crate builds on this one.
+
+pub mod exporter;
+pub mod metrics;
+pub mod pipeline;
+pub mod telemetry;
+
+pub use exporter::{spawn_exporter, BoxFuture, ExportError, Exporter, ExporterQueue};
+pub use metrics::{DropReason, Metrics, PerSignal};
+pub use pipeline::{Envelope, PipelineInput, PipelineSender, SendError};
+pub use sluice_config::Signal;
+pub use telemetry::Telemetry;
+
+/// A synchronous, cheap transform applied to every request in a pipeline; `None` drops it whole.
+pub trait Processor: Send + Sync + 'static {
+    /// Transforms one request.
+    fn process(&self, data: Telemetry) -> Option<Telemetry>;
+}

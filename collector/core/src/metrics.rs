@@ -1,0 +1,207 @@
+//! Self-metrics with the names OpenTelemetry Collector users recognise, rendered as Prometheus text.
+//!
+//! Components take their counter handles once at build time and bump atomics on the hot path;
+//! label maps are hashed only at start-up.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use sluice_config::Signal;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+/// Label set: `(name, value)` pairs.
+pub type Labels = Vec<(String, String)>;
+
+/// A floating-point gauge (loads, probabilities).
+pub type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Why items were dropped; the `reason` label of `sluice_dropped_items_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// An exporter queue with `when_full = "drop"` was full.
+    QueueFull,
+    /// The backend rejected the data permanently, or retries ran out.
+    ExportFailed,
+    /// Shutdown's deadline passed before the data was delivered.
+    ShutdownTimeout,
+    /// The receiver found the item invalid (e.g. a trace id of the wrong length).
+    Invalid,
+    /// A processor removed the item on purpose (filtering, sampling).
+    Filtered,
+}
+
+impl DropReason {
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::QueueFull => "queue_full",
+            Self::ExportFailed => "export_failed",
+            Self::ShutdownTimeout => "shutdown_timeout",
+            Self::Invalid => "invalid",
+            Self::Filtered => "filtered",
+        }
+    }
+}
+
+/// All self-metrics of one Sluice process.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    receiver_accepted: Family<Labels, Counter>,
+    receiver_refused: Family<Labels, Counter>,
+    exporter_sent: Family<Labels, Counter>,
+    exporter_failed: Family<Labels, Counter>,
+    exporter_queue: Family<Labels, Gauge>,
+    exporter_load: Family<Labels, FloatGauge>,
+    pipeline_queue: Family<Labels, Gauge>,
+    dropped: Family<Labels, Counter>,
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric family.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let receiver_accepted = Family::<Labels, Counter>::default();
+        let receiver_refused = Family::<Labels, Counter>::default();
+        let exporter_sent = Family::<Labels, Counter>::default();
+        let exporter_failed = Family::<Labels, Counter>::default();
+        let exporter_queue = Family::<Labels, Gauge>::default();
+        let exporter_load = Family::<Labels, FloatGauge>::default();
+        let pipeline_queue = Family::<Labels, Gauge>::default();
+        let dropped = Family::<Labels, Counter>::default();
+        registry.register(
+            "sluice_receiver_accepted_items",
+            "Items (spans, data points, log records, profile samples) accepted into pipelines",
+            receiver_accepted.clone(),
+        );
+        registry.register(
+            "sluice_receiver_refused_items",
+            "Items refused to clients (malformed, too large, pipeline full, no pipeline)",
+            receiver_refused.clone(),
+        );
+        registry.register("sluice_exporter_sent_items", "Items delivered by exporters", exporter_sent.clone());
+        registry.register(
+            "sluice_exporter_failed_items",
+            "Items an exporter gave up on (also counted in sluice_dropped_items_total)",
+            exporter_failed.clone(),
+        );
+        registry.register(
+            "sluice_exporter_queue_items",
+            "Items waiting in or being sent from an exporter queue",
+            exporter_queue.clone(),
+        );
+        registry.register("sluice_exporter_load", "Exporter load (1.0 = at capacity)", exporter_load.clone());
+        registry.register(
+            "sluice_pipeline_queue_items",
+            "Items accepted by a pipeline and not yet handed to its exporters",
+            pipeline_queue.clone(),
+        );
+        registry.register("sluice_dropped_items", "Items dropped, by component and reason", dropped.clone());
+        Self {
+            registry: Arc::new(registry),
+            receiver_accepted,
+            receiver_refused,
+            exporter_sent,
+            exporter_failed,
+            exporter_queue,
+            exporter_load,
+            pipeline_queue,
+            dropped,
+        }
+    }
+
+    /// Prometheus text exposition of everything.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+
+    /// `sluice_receiver_accepted_items_total{receiver,signal}`.
+    pub fn receiver_accepted(&self, receiver: &str, signal: Signal) -> Counter {
+        self.receiver_accepted
+            .get_or_create(&labels(&[("receiver", receiver), ("signal", signal.as_str())]))
+            .clone()
+    }
+
+    /// `sluice_receiver_refused_items_total{receiver,signal,reason}`.
+    pub fn receiver_refused(&self, receiver: &str, signal: Signal, reason: &str) -> Counter {
+        self.receiver_refused
+            .get_or_create(&labels(&[("receiver", receiver), ("signal", signal.as_str()), ("reason", reason)]))
+            .clone()
+    }
+
+    /// `sluice_exporter_sent_items_total{exporter,signal}`.
+    pub fn exporter_sent(&self, exporter: &str, signal: Signal) -> Counter {
+        self.exporter_sent
+            .get_or_create(&labels(&[("exporter", exporter), ("signal", signal.as_str())]))
+            .clone()
+    }
+
+    /// `sluice_exporter_failed_items_total{exporter,signal}`.
+    pub fn exporter_failed(&self, exporter: &str, signal: Signal) -> Counter {
+        self.exporter_failed
+            .get_or_create(&labels(&[("exporter", exporter), ("signal", signal.as_str())]))
+            .clone()
+    }
+
+    /// `sluice_exporter_queue_items{exporter,signal}`.
+    pub fn exporter_queue(&self, exporter: &str, signal: Signal) -> Gauge {
+        self.exporter_queue
+            .get_or_create(&labels(&[("exporter", exporter), ("signal", signal.as_str())]))
+            .clone()
+    }
+
+    /// `sluice_exporter_load{exporter}`.
+    pub fn exporter_load(&self, exporter: &str) -> FloatGauge {
+        self.exporter_load.get_or_create(&labels(&[("exporter", exporter)])).clone()
+    }
+
+    /// `sluice_pipeline_queue_items{pipeline,signal}`.
+    pub fn pipeline_queue(&self, pipeline: &str, signal: Signal) -> Gauge {
+        self.pipeline_queue
+            .get_or_create(&labels(&[("pipeline", pipeline), ("signal", signal.as_str())]))
+            .clone()
+    }
+
+    /// `sluice_dropped_items_total{component,signal,reason}`.
+    pub fn dropped(&self, component: &str, signal: Signal, reason: DropReason) -> Counter {
+        self.dropped
+            .get_or_create(&labels(&[
+                ("component", component),
+                ("signal", signal.as_str()),
+                ("reason", reason.as_str()),
+            ]))
+            .clone()
+    }
+}
+
+/// One counter per signal, indexed by [`Signal::index`], so hot paths skip label lookups.
+#[derive(Clone, Debug)]
+pub struct PerSignal<T>(pub [T; 4]);
+
+impl<T> PerSignal<T> {
+    /// Builds one value per signal.
+    pub fn new(mut f: impl FnMut(Signal) -> T) -> Self {
+        Self(Signal::ALL.map(&mut f))
+    }
+
+    /// The value for `s`.
+    pub fn get(&self, s: Signal) -> &T {
+        &self.0[s.index()]
+    }
+}

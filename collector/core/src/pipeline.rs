@@ -1,0 +1,106 @@
+//! The door from receivers into pipelines: bounded channels, all-or-nothing acceptance.
+
+use crate::metrics::PerSignal;
+use crate::telemetry::Telemetry;
+use prometheus_client::metrics::gauge::Gauge;
+use sluice_config::Signal;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Requests buffered per pipeline before receivers start waiting (then refusing).
+pub const PIPELINE_CHANNEL_REQUESTS: usize = 256;
+
+/// A message in a pipeline channel: the data and its item count (counted once, at the door).
+#[derive(Debug)]
+pub struct Envelope {
+    /// The request.
+    pub data: Telemetry,
+    /// Its items.
+    pub items: u64,
+}
+
+/// The sending side of one pipeline, as a receiver sees it.
+#[derive(Clone, Debug)]
+pub struct PipelineSender {
+    /// Pipeline name, for logs.
+    pub name: String,
+    tx: mpsc::Sender<Envelope>,
+    queued: PerSignal<Gauge>,
+}
+
+impl PipelineSender {
+    /// Wraps a pipeline channel; `queued` tracks items in the pipeline until its exporters take them.
+    pub fn new(name: String, tx: mpsc::Sender<Envelope>, queued: PerSignal<Gauge>) -> Self {
+        Self { name, tx, queued }
+    }
+}
+
+/// Why a receiver could not hand data over; each maps to a status the client understands.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// No pipeline carries this signal from this receiver.
+    #[error("no pipeline accepts {0} from this receiver")]
+    NoPipeline(Signal),
+    /// A pipeline stayed full for the whole accept timeout: retry later.
+    #[error("pipeline {0} is full; retry later")]
+    Full(String),
+    /// The pipeline is shutting down.
+    #[error("pipeline {0} is shutting down; retry later")]
+    Closed(String),
+}
+
+/// Everything one receiver feeds: per signal, the pipelines that take it.
+#[derive(Clone, Debug, Default)]
+pub struct PipelineInput {
+    routes: [Vec<PipelineSender>; 4],
+}
+
+impl PipelineInput {
+    /// Adds a pipeline for a signal.
+    pub fn add(&mut self, signal: Signal, sender: PipelineSender) {
+        self.routes[signal.index()].push(sender);
+    }
+
+    /// Whether any pipeline takes `signal`.
+    pub fn accepts(&self, signal: Signal) -> bool {
+        !self.routes[signal.index()].is_empty()
+    }
+
+    /// Hands `data` to every pipeline that carries its signal, or to none: room is reserved in all
+    /// of them (waiting at most `timeout`) before anything is sent, so a refusal never duplicates.
+    pub async fn send(&self, data: Telemetry, items: u64, timeout: Duration) -> Result<(), SendError> {
+        let signal = data.signal();
+        let routes = &self.routes[signal.index()];
+        if routes.is_empty() {
+            return Err(SendError::NoPipeline(signal));
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut permits = Vec::with_capacity(routes.len());
+        for r in routes {
+            let permit = match r.tx.try_reserve() {
+                Ok(p) => p,
+                Err(mpsc::error::TrySendError::Closed(())) => return Err(SendError::Closed(r.name.clone())),
+                Err(mpsc::error::TrySendError::Full(())) => match tokio::time::timeout_at(deadline, r.tx.reserve()).await {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(_)) => return Err(SendError::Closed(r.name.clone())),
+                    Err(_) => return Err(SendError::Full(r.name.clone())),
+                },
+            };
+            permits.push((permit, &r.queued));
+        }
+        let last = permits.len() - 1;
+        let mut data = Some(data);
+        for (i, (permit, queued)) in permits.into_iter().enumerate() {
+            queued.get(signal).inc_by(items as i64);
+            let d = if i == last {
+                data.take()
+            } else {
+                data.clone()
+            };
+            if let Some(d) = d {
+                permit.send(Envelope { data: d, items });
+            }
+        }
+        Ok(())
+    }
+}

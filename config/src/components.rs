@@ -1,0 +1,353 @@
+//! The closed set of component kinds and their typed settings.
+
+use crate::types::{ByteSize, HumanDuration, ListenAddr};
+use crate::tagged::tagged_enum;
+use crate::Signal;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+tagged_enum!(ReceiverConfig { "otlp" => Otlp });
+tagged_enum!(ProcessorConfig { "batch" => Batch, "attributes" => Attributes });
+tagged_enum!(ExporterConfig { "file" => File, "blackhole" => Blackhole, "otlp" => Otlp });
+
+const ALL: &[Signal] = &[Signal::Traces, Signal::Metrics, Signal::Logs, Signal::Profiles];
+
+/// A receiver table: `[receivers.NAME]` with `type = "..."`.
+#[derive(Debug, Clone)]
+pub enum ReceiverConfig {
+    /// OTLP over gRPC and/or HTTP.
+    Otlp(OtlpReceiverConfig),
+}
+
+impl ReceiverConfig {
+    /// Signals this receiver can produce; validation rejects pipelines asking for others.
+    pub fn signals(&self) -> &'static [Signal] {
+        match self {
+            Self::Otlp(_) => ALL,
+        }
+    }
+
+    /// The `type` string, for messages and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Otlp(_) => "otlp",
+        }
+    }
+}
+
+/// OTLP receiver settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpReceiverConfig {
+    /// gRPC listen address (OTLP default port 4317); absent = no gRPC server.
+    pub grpc: Option<ListenAddr>,
+    /// HTTP listen address (OTLP default port 4318); absent = no HTTP server.
+    pub http: Option<ListenAddr>,
+    /// Largest request accepted, after decompression; larger ones get 413 / RESOURCE_EXHAUSTED.
+    #[serde(default = "default_max_request_size")]
+    pub max_request_size: ByteSize,
+    /// How long a request may wait for room in a full pipeline before it is refused (503 / UNAVAILABLE).
+    #[serde(default = "default_accept_timeout")]
+    pub accept_timeout: HumanDuration,
+}
+
+fn default_max_request_size() -> ByteSize {
+    ByteSize::mib(16)
+}
+fn default_accept_timeout() -> HumanDuration {
+    HumanDuration::from_secs(2)
+}
+
+/// A processor table: `[processors.NAME]`.
+#[derive(Debug, Clone)]
+pub enum ProcessorConfig {
+    /// Groups items into larger requests.
+    Batch(BatchConfig),
+    /// Inserts, updates or deletes attributes on spans, log records and metric data points.
+    Attributes(AttributesConfig),
+}
+
+impl ProcessorConfig {
+    /// Signals this processor can handle.
+    pub fn signals(&self) -> &'static [Signal] {
+        match self {
+            Self::Batch(_) => ALL,
+            // Profile attributes live in a shared dictionary; editing them is not supported.
+            Self::Attributes(_) => &[Signal::Traces, Signal::Metrics, Signal::Logs],
+        }
+    }
+
+    /// The `type` string.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Batch(_) => "batch",
+            Self::Attributes(_) => "attributes",
+        }
+    }
+}
+
+/// Batch processor settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Flush when this many items (spans, data points, log records, samples) are buffered.
+    #[serde(default = "default_batch_items")]
+    pub max_items: usize,
+    /// Flush a non-empty batch at least this often.
+    #[serde(default = "default_batch_timeout")]
+    pub timeout: HumanDuration,
+}
+
+fn default_batch_items() -> usize {
+    8192
+}
+fn default_batch_timeout() -> HumanDuration {
+    HumanDuration::from_millis(200)
+}
+
+/// Attributes processor settings: an ordered list of actions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttributesConfig {
+    /// Actions applied in order to each span, log record and data point.
+    pub actions: Vec<AttributeAction>,
+}
+
+/// One attribute edit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttributeAction {
+    /// The attribute key.
+    pub key: String,
+    /// What to do with it.
+    pub action: AttributeActionKind,
+    /// The string value for insert, update and upsert.
+    pub value: Option<String>,
+}
+
+/// What an attribute action does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttributeActionKind {
+    /// Add the key when absent.
+    Insert,
+    /// Change the value when present.
+    Update,
+    /// Insert or update.
+    Upsert,
+    /// Remove the key.
+    Delete,
+}
+
+/// An exporter table: `[exporters.NAME]`.
+#[derive(Debug, Clone)]
+pub enum ExporterConfig {
+    /// OTLP/JSON lines files, one per signal, rotated by size.
+    File(FileExporterConfig),
+    /// Discards and counts; can simulate a slow backend.
+    Blackhole(BlackholeExporterConfig),
+    /// Forwards over OTLP gRPC or HTTP (sidecar to gateway).
+    Otlp(OtlpExporterConfig),
+}
+
+impl ExporterConfig {
+    /// Signals this exporter can write.
+    pub fn signals(&self) -> &'static [Signal] {
+        ALL
+    }
+
+    /// The `type` string.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::File(_) => "file",
+            Self::Blackhole(_) => "blackhole",
+            Self::Otlp(_) => "otlp",
+        }
+    }
+
+    /// The queue settings every exporter has.
+    pub fn queue(&self) -> &QueueConfig {
+        match self {
+            Self::File(c) => &c.queue,
+            Self::Blackhole(c) => &c.queue,
+            Self::Otlp(c) => &c.queue,
+        }
+    }
+
+    /// The retry settings every exporter has.
+    pub fn retry(&self) -> &RetryConfig {
+        match self {
+            Self::File(c) => &c.retry,
+            Self::Blackhole(c) => &c.retry,
+            Self::Otlp(c) => &c.retry,
+        }
+    }
+}
+
+/// What a full exporter queue does with new data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Wait for room: back-pressure reaches the receivers, which refuse with a retryable status.
+    #[default]
+    Block,
+    /// Drop the new data and count it (`sluice_dropped_items_total{reason="queue_full"}`).
+    Drop,
+}
+
+/// Per-exporter queue.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Most items held in the queue.
+    #[serde(default = "default_queue_items")]
+    pub max_items: usize,
+    /// What to do when the queue is full.
+    #[serde(default)]
+    pub when_full: WhenFull,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            max_items: default_queue_items(),
+            when_full: WhenFull::Block,
+        }
+    }
+}
+
+fn default_queue_items() -> usize {
+    100_000
+}
+
+/// Per-exporter retry with exponential backoff.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// First wait after a retryable failure.
+    #[serde(default = "default_retry_initial")]
+    pub initial_interval: HumanDuration,
+    /// Longest wait between attempts.
+    #[serde(default = "default_retry_max")]
+    pub max_interval: HumanDuration,
+    /// Give up on a batch (and count it dropped) after retrying this long; "0s" = retry forever.
+    #[serde(default = "default_retry_elapsed")]
+    pub max_elapsed: HumanDuration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            initial_interval: default_retry_initial(),
+            max_interval: default_retry_max(),
+            max_elapsed: default_retry_elapsed(),
+        }
+    }
+}
+
+fn default_retry_initial() -> HumanDuration {
+    HumanDuration::from_millis(100)
+}
+fn default_retry_max() -> HumanDuration {
+    HumanDuration::from_secs(5)
+}
+fn default_retry_elapsed() -> HumanDuration {
+    HumanDuration::from_secs(300)
+}
+
+/// File exporter settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileExporterConfig {
+    /// Directory for `traces.jsonl`, `metrics.jsonl`, `logs.jsonl`, `profiles.jsonl`.
+    pub path: String,
+    /// Rotate a file once it grows past this size.
+    #[serde(default = "default_file_size")]
+    pub max_file_size: ByteSize,
+    /// Rotated files kept per signal (older ones are deleted).
+    #[serde(default = "default_file_count")]
+    pub max_files: usize,
+    /// Queue settings.
+    #[serde(default)]
+    pub queue: QueueConfig,
+    /// Retry settings.
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+fn default_file_size() -> ByteSize {
+    ByteSize::mib(100)
+}
+fn default_file_count() -> usize {
+    10
+}
+
+/// Blackhole exporter settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlackholeExporterConfig {
+    /// Accept at most this many items per second (simulates a slow backend); absent = unlimited.
+    pub max_rate: Option<f64>,
+    /// Extra time each export takes (simulates a distant backend).
+    pub latency: Option<HumanDuration>,
+    /// Queue settings.
+    #[serde(default)]
+    pub queue: QueueConfig,
+    /// Retry settings.
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+/// OTLP exporter transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC.
+    #[default]
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies.
+    Http,
+}
+
+/// Request body compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// gzip.
+    #[default]
+    Gzip,
+    /// zstd.
+    Zstd,
+    /// No compression.
+    None,
+}
+
+/// OTLP exporter settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpExporterConfig {
+    /// `http://host:4317` for gRPC, `http://host:4318` for HTTP (signal paths are appended).
+    pub endpoint: String,
+    /// Transport.
+    #[serde(default)]
+    pub protocol: OtlpProtocol,
+    /// Body compression.
+    #[serde(default)]
+    pub compression: Compression,
+    /// Per-request timeout.
+    #[serde(default = "default_otlp_timeout")]
+    pub timeout: HumanDuration,
+    /// Extra request headers (e.g. authentication).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Queue settings.
+    #[serde(default)]
+    pub queue: QueueConfig,
+    /// Retry settings.
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+fn default_otlp_timeout() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}

@@ -1,0 +1,180 @@
+//! The OTLP exporter: forwards to another OTLP endpoint over gRPC or HTTP/protobuf, so a
+//! sidecar Sluice can feed a gateway Sluice (or any OTLP backend).
+
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::collector::profiles::v1development::profiles_service_client::ProfilesServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use sluice_config::{Compression, OtlpExporterConfig, OtlpProtocol, Signal};
+use sluice_core::{BoxFuture, ExportError, Exporter, Telemetry};
+use std::io::Write;
+use std::time::Duration;
+use tonic::codec::CompressionEncoding;
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+
+/// Errors building the exporter from its settings.
+#[derive(Debug, thiserror::Error)]
+pub enum OtlpExporterError {
+    /// The endpoint is not a usable URL.
+    #[error("invalid endpoint {0:?}: {1}")]
+    Endpoint(String, String),
+    /// A header name or value is not valid.
+    #[error("invalid header {0:?}")]
+    Header(String),
+}
+
+enum Transport {
+    Grpc { channel: Channel, metadata: MetadataMap, encoding: Option<CompressionEncoding> },
+    Http { client: reqwest::Client, base: String, headers: reqwest::header::HeaderMap, compression: Compression },
+}
+
+/// Forwards batches over OTLP.
+pub struct OtlpExporter {
+    transport: Transport,
+}
+
+impl OtlpExporter {
+    /// Builds the client; connections are made lazily, so a gateway that is down at start is fine.
+    pub fn new(cfg: &OtlpExporterConfig) -> Result<Self, OtlpExporterError> {
+        let timeout = cfg.timeout.0;
+        let transport = match cfg.protocol {
+            OtlpProtocol::Grpc => {
+                let endpoint = Endpoint::from_shared(cfg.endpoint.clone())
+                    .map_err(|e| OtlpExporterError::Endpoint(cfg.endpoint.clone(), e.to_string()))?
+                    .timeout(timeout)
+                    .connect_timeout(timeout.min(Duration::from_secs(5)))
+                    .tcp_nodelay(true);
+                let mut metadata = MetadataMap::new();
+                for (k, v) in &cfg.headers {
+                    let key = MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
+                        .map_err(|_| OtlpExporterError::Header(k.clone()))?;
+                    let val = MetadataValue::try_from(v.as_str()).map_err(|_| OtlpExporterError::Header(k.clone()))?;
+                    metadata.insert(key, val);
+                }
+                let encoding = match cfg.compression {
+                    Compression::Gzip => Some(CompressionEncoding::Gzip),
+                    Compression::Zstd => Some(CompressionEncoding::Zstd),
+                    Compression::None => None,
+                };
+                Transport::Grpc { channel: endpoint.connect_lazy(), metadata, encoding }
+            }
+            OtlpProtocol::Http => {
+                let client = reqwest::Client::builder()
+                    .timeout(timeout)
+                    .build()
+                    .map_err(|e| OtlpExporterError::Endpoint(cfg.endpoint.clone(), e.to_string()))?;
+                let mut headers = reqwest::header::HeaderMap::new();
+                for (k, v) in &cfg.headers {
+                    let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
+                        .map_err(|_| OtlpExporterError::Header(k.clone()))?;
+                    let val = reqwest::header::HeaderValue::from_str(v).map_err(|_| OtlpExporterError::Header(k.clone()))?;
+                    headers.insert(name, val);
+                }
+                Transport::Http {
+                    client,
+                    base: cfg.endpoint.trim_end_matches('/').to_owned(),
+                    headers,
+                    compression: cfg.compression,
+                }
+            }
+        };
+        Ok(Self { transport })
+    }
+}
+
+fn grpc_error(s: tonic::Status) -> ExportError {
+    use tonic::Code;
+    let msg = format!("gRPC {:?}: {}", s.code(), s.message());
+    match s.code() {
+        Code::Unavailable
+        | Code::ResourceExhausted
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::Cancelled
+        | Code::DataLoss
+        | Code::Unknown
+        | Code::Internal => ExportError::retryable(msg),
+        _ => ExportError::permanent(msg),
+    }
+}
+
+fn http_path(s: Signal) -> &'static str {
+    match s {
+        Signal::Traces => "/v1/traces",
+        Signal::Metrics => "/v1/metrics",
+        Signal::Logs => "/v1/logs",
+        Signal::Profiles => "/v1development/profiles",
+    }
+}
+
+fn compress(body: Vec<u8>, c: Compression) -> Result<(Vec<u8>, Option<&'static str>), ExportError> {
+    let fail = |e: std::io::Error| ExportError::permanent(format!("cannot compress request: {e}"));
+    match c {
+        Compression::None => Ok((body, None)),
+        Compression::Gzip => {
+            let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
+            enc.write_all(&body).map_err(fail)?;
+            Ok((enc.finish().map_err(fail)?, Some("gzip")))
+        }
+        Compression::Zstd => Ok((zstd::bulk::compress(&body, 1).map_err(fail)?, Some("zstd"))),
+    }
+}
+
+impl Exporter for OtlpExporter {
+    fn export<'a>(&'a self, batch: &'a Telemetry) -> BoxFuture<'a, Result<(), ExportError>> {
+        Box::pin(async move {
+            match &self.transport {
+                Transport::Grpc { channel, metadata, encoding } => {
+                    macro_rules! call {
+                        ($client:ident, $req:expr) => {{
+                            let mut c = $client::new(channel.clone()).max_decoding_message_size(64 << 20);
+                            if let Some(e) = encoding {
+                                c = c.send_compressed(*e).accept_compressed(*e);
+                            }
+                            let mut req = tonic::Request::new($req.clone());
+                            *req.metadata_mut() = metadata.clone();
+                            c.export(req).await.map(|_| ()).map_err(grpc_error)
+                        }};
+                    }
+                    match batch {
+                        Telemetry::Traces(r) => call!(TraceServiceClient, r),
+                        Telemetry::Metrics(r) => call!(MetricsServiceClient, r),
+                        Telemetry::Logs(r) => call!(LogsServiceClient, r),
+                        Telemetry::Profiles(r) => call!(ProfilesServiceClient, r),
+                    }
+                }
+                Transport::Http { client, base, headers, compression } => {
+                    let (body, enc) = compress(batch.encode_protobuf(), *compression)?;
+                    let mut req = client
+                        .post(format!("{base}{}", http_path(batch.signal())))
+                        .headers(headers.clone())
+                        .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
+                        .body(body);
+                    if let Some(enc) = enc {
+                        req = req.header(reqwest::header::CONTENT_ENCODING, enc);
+                    }
+                    let resp = req.send().await.map_err(|e| ExportError::retryable(format!("HTTP request failed: {e}")))?;
+                    let status = resp.status();
+                    if status.is_success() {
+                        return Ok(());
+                    }
+                    let retry_after = resp
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    let text = resp.text().await.unwrap_or_default();
+                    let message = format!("HTTP {status}: {}", text.chars().take(512).collect::<String>());
+                    let mut err = match status.as_u16() {
+                        429 | 502 | 503 | 504 => ExportError::retryable(message),
+                        _ => ExportError::permanent(message),
+                    };
+                    err.retry_after = retry_after;
+                    Err(err)
+                }
+            }
+        })
+    }
+}

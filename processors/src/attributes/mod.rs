@@ -1,0 +1,109 @@
+//! The attributes processor: insert, update, upsert or delete attributes on every span, log
+//! record and metric data point (e.g. to add `deployment.environment` or drop a secret header).
+
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use sluice_config::{AttributeActionKind, AttributesConfig};
+use sluice_core::{Processor, Telemetry};
+
+/// A configured list of attribute actions.
+pub struct AttributesProcessor {
+    actions: Vec<(String, AttributeActionKind, Option<String>)>,
+}
+
+impl AttributesProcessor {
+    /// Builds the processor from validated settings.
+    pub fn new(cfg: &AttributesConfig) -> Self {
+        Self {
+            actions: cfg.actions.iter().map(|a| (a.key.clone(), a.action, a.value.clone())).collect(),
+        }
+    }
+
+    fn apply(&self, attrs: &mut Vec<KeyValue>) {
+        for (key, action, value) in &self.actions {
+            let pos = attrs.iter().position(|kv| &kv.key == key);
+            let new_value = || {
+                Some(AnyValue { value: Some(any_value::Value::StringValue(value.clone().unwrap_or_default())) })
+            };
+            match (action, pos) {
+                (AttributeActionKind::Delete, Some(i)) => {
+                    attrs.remove(i);
+                }
+                (AttributeActionKind::Update | AttributeActionKind::Upsert, Some(i)) => attrs[i].value = new_value(),
+                (AttributeActionKind::Insert | AttributeActionKind::Upsert, None) => {
+                    attrs.push(KeyValue { key: key.clone(), value: new_value(), ..Default::default() })
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Processor for AttributesProcessor {
+    fn process(&self, mut data: Telemetry) -> Option<Telemetry> {
+        match &mut data {
+            Telemetry::Traces(r) => r
+                .resource_spans
+                .iter_mut()
+                .flat_map(|rs| rs.scope_spans.iter_mut())
+                .flat_map(|ss| ss.spans.iter_mut())
+                .for_each(|s| self.apply(&mut s.attributes)),
+            Telemetry::Logs(r) => r
+                .resource_logs
+                .iter_mut()
+                .flat_map(|rl| rl.scope_logs.iter_mut())
+                .flat_map(|sl| sl.log_records.iter_mut())
+                .for_each(|l| self.apply(&mut l.attributes)),
+            Telemetry::Metrics(r) => {
+                for m in r
+                    .resource_metrics
+                    .iter_mut()
+                    .flat_map(|rm| rm.scope_metrics.iter_mut())
+                    .flat_map(|sm| sm.metrics.iter_mut())
+                {
+                    match &mut m.data {
+                        Some(Data::Gauge(g)) => g.data_points.iter_mut().for_each(|p| self.apply(&mut p.attributes)),
+                        Some(Data::Sum(g)) => g.data_points.iter_mut().for_each(|p| self.apply(&mut p.attributes)),
+                        Some(Data::Histogram(g)) => {
+                            g.data_points.iter_mut().for_each(|p| self.apply(&mut p.attributes))
+                        }
+                        Some(Data::ExponentialHistogram(g)) => {
+                            g.data_points.iter_mut().for_each(|p| self.apply(&mut p.attributes))
+                        }
+                        Some(Data::Summary(g)) => g.data_points.iter_mut().for_each(|p| self.apply(&mut p.attributes)),
+                        None => {}
+                    }
+                }
+            }
+            // Validation keeps this processor out of profile pipelines.
+            Telemetry::Profiles(_) => {}
+        }
+        Some(data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_config::AttributeAction;
+
+    #[test]
+    fn insert_update_upsert_delete() {
+        let p = AttributesProcessor::new(&AttributesConfig {
+            actions: vec![
+                AttributeAction { key: "env".into(), action: AttributeActionKind::Insert, value: Some("prod".into()) },
+                AttributeAction { key: "keep".into(), action: AttributeActionKind::Insert, value: Some("no".into()) },
+                AttributeAction { key: "secret".into(), action: AttributeActionKind::Delete, value: None },
+                AttributeAction { key: "absent".into(), action: AttributeActionKind::Update, value: Some("x".into()) },
+            ],
+        });
+        let kv = |k: &str, v: &str| KeyValue {
+            key_strindex: 0,
+            key: k.into(),
+            value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
+        };
+        let mut attrs = vec![kv("keep", "yes"), kv("secret", "s")];
+        p.apply(&mut attrs);
+        assert_eq!(attrs, vec![kv("keep", "yes"), kv("env", "prod")]);
+    }
+}

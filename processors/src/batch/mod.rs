@@ -1,0 +1,90 @@
+//! The batch processor: merges requests of one signal until `max_items` or `timeout`.
+//!
+//! It is a state machine driven by the pipeline task (which owns the clock), so it needs no task
+//! or lock of its own and is trivially testable.
+
+use sluice_config::{BatchConfig, Signal};
+use sluice_core::Telemetry;
+use std::time::Duration;
+use tokio::time::Instant;
+
+struct Buffer {
+    data: Telemetry,
+    items: u64,
+    deadline: Instant,
+}
+
+/// Per-signal buffers of one pipeline.
+pub struct Batcher {
+    max_items: u64,
+    timeout: Duration,
+    buffers: [Option<Buffer>; 4],
+}
+
+impl Batcher {
+    /// A batcher with the configured limits.
+    pub fn new(cfg: &BatchConfig) -> Self {
+        Self {
+            max_items: cfg.max_items as u64,
+            timeout: cfg.timeout.0,
+            buffers: [None, None, None, None],
+        }
+    }
+
+    /// Adds a request; returns the batches that became full. Profiles pass straight through,
+    /// since their samples index into a per-request dictionary.
+    pub fn push(&mut self, data: Telemetry, items: u64, now: Instant) -> Vec<(Telemetry, u64)> {
+        let signal = data.signal();
+        if signal == Signal::Profiles {
+            return vec![(data, items)];
+        }
+        let slot = &mut self.buffers[signal.index()];
+        match slot {
+            None => {
+                *slot = Some(Buffer { data, items, deadline: now + self.timeout });
+            }
+            Some(buf) => {
+                if let Err(other) = buf.data.try_merge(data) {
+                    // Cannot happen for traces, metrics and logs; pass it through rather than lose it.
+                    return vec![(other, items)];
+                }
+                buf.items += items;
+            }
+        }
+        match slot {
+            Some(buf) if buf.items >= self.max_items => slot.take().map(|b| vec![(b.data, b.items)]).unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Earliest time a buffer must be flushed, if any is non-empty.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.buffers.iter().flatten().map(|b| b.deadline).min()
+    }
+
+    /// Takes the buffers whose timeout passed.
+    pub fn flush_due(&mut self, now: Instant) -> Vec<(Telemetry, u64)> {
+        let mut out = Vec::new();
+        for slot in &mut self.buffers {
+            if slot.as_ref().is_some_and(|b| b.deadline <= now) {
+                if let Some(b) = slot.take() {
+                    out.push((b.data, b.items));
+                }
+            }
+        }
+        out
+    }
+
+    /// Takes every buffer (shutdown).
+    pub fn flush_all(&mut self) -> Vec<(Telemetry, u64)> {
+        self.buffers.iter_mut().filter_map(Option::take).map(|b| (b.data, b.items)).collect()
+    }
+
+    /// Items currently buffered.
+    pub fn buffered(&self) -> u64 {
+        self.buffers.iter().flatten().map(|b| b.items).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,7 @@
+//! Sluice processors: batching and attribute edits.
+
+pub mod attributes;
+pub mod batch;
+
+pub use attributes::AttributesProcessor;
+pub use batch::Batcher;

@@ -1,0 +1,6 @@
+//! Sluice receivers: they decode client requests into [`sluice_core::Telemetry`], hand them to
+//! pipelines, and answer only once the data is accepted (or refused with a retryable status).
+
+pub mod otlp;
+
+pub use otlp::OtlpReceiver;

@@ -1,0 +1,167 @@
+//! OTLP/gRPC: the four collector services on one tonic server.
+
+use super::ingest::{Ingest, IngestError, Partial};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::profiles::v1development::profiles_service_server::{
+    ProfilesService, ProfilesServiceServer,
+};
+use opentelemetry_proto::tonic::collector::profiles::v1development::{
+    ExportProfilesPartialSuccess, ExportProfilesServiceRequest, ExportProfilesServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use sluice_core::Telemetry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+use tonic::{Request, Response, Status};
+
+/// The gRPC side of an OTLP receiver.
+#[derive(Clone)]
+struct Grpc {
+    ingest: Ingest,
+}
+
+fn status(e: IngestError) -> Status {
+    match e {
+        IngestError::Malformed(m) => Status::invalid_argument(m),
+        IngestError::TooLarge(m) => Status::resource_exhausted(m),
+        IngestError::Unsupported(m) => Status::invalid_argument(m),
+        IngestError::NoPipeline(m) => Status::unimplemented(m),
+        IngestError::Unavailable(m) => Status::unavailable(m),
+    }
+}
+
+impl Grpc {
+    async fn run(&self, data: Telemetry) -> Result<Partial, Status> {
+        self.ingest.ingest(data).await.map_err(status)
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for Grpc {
+    async fn export(
+        &self,
+        req: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let p = self.run(Telemetry::Traces(req.into_inner())).await?;
+        Ok(Response::new(ExportTraceServiceResponse {
+            partial_success: (p.rejected > 0).then(|| ExportTracePartialSuccess {
+                rejected_spans: p.rejected as i64,
+                error_message: p.message,
+            }),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for Grpc {
+    async fn export(
+        &self,
+        req: Request<ExportMetricsServiceRequest>,
+    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+        let p = self.run(Telemetry::Metrics(req.into_inner())).await?;
+        Ok(Response::new(ExportMetricsServiceResponse {
+            partial_success: (p.rejected > 0).then(|| ExportMetricsPartialSuccess {
+                rejected_data_points: p.rejected as i64,
+                error_message: p.message,
+            }),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Grpc {
+    async fn export(
+        &self,
+        req: Request<ExportLogsServiceRequest>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+        let p = self.run(Telemetry::Logs(req.into_inner())).await?;
+        Ok(Response::new(ExportLogsServiceResponse {
+            partial_success: (p.rejected > 0).then(|| ExportLogsPartialSuccess {
+                rejected_log_records: p.rejected as i64,
+                error_message: p.message,
+            }),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl ProfilesService for Grpc {
+    async fn export(
+        &self,
+        req: Request<ExportProfilesServiceRequest>,
+    ) -> Result<Response<ExportProfilesServiceResponse>, Status> {
+        let p = self.run(Telemetry::Profiles(req.into_inner())).await?;
+        Ok(Response::new(ExportProfilesServiceResponse {
+            partial_success: (p.rejected > 0).then(|| ExportProfilesPartialSuccess {
+                rejected_profiles: p.rejected as i64,
+                error_message: p.message,
+            }),
+        }))
+    }
+}
+
+/// tonic answers an over-limit message with OUT_OF_RANGE and an undecodable one with INTERNAL;
+/// OTLP clients expect RESOURCE_EXHAUSTED and INVALID_ARGUMENT (both: do not retry as is).
+fn client_errors_as_otlp_expects<B>(mut resp: http::Response<B>) -> http::Response<B> {
+    let msg = resp.headers().get("grpc-message").and_then(|m| m.to_str().ok()).unwrap_or("");
+    let rewrite = match resp.headers().get("grpc-status").and_then(|v| v.to_str().ok()) {
+        Some("11") if msg.contains("too%20large") || msg.contains("too large") => Some("8"),
+        Some("13") if msg.contains("decode") => Some("3"),
+        _ => None,
+    };
+    if let Some(code) = rewrite {
+        resp.headers_mut().insert("grpc-status", http::HeaderValue::from_static(code));
+    }
+    resp
+}
+
+/// Serves OTLP/gRPC on `listener` until `shutdown`; in-flight calls finish first.
+pub async fn serve(
+    listener: TcpListener,
+    ingest: Ingest,
+    max_request_size: usize,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let svc = Grpc { ingest: ingest.clone() };
+    macro_rules! server {
+        ($s:ident) => {
+            $s::new(svc.clone())
+                .max_decoding_message_size(max_request_size)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd)
+                .send_compressed(CompressionEncoding::Gzip)
+        };
+    }
+    let layer = tower::ServiceBuilder::new().map_response(client_errors_as_otlp_expects::<tonic::body::Body>);
+    let mut router = tonic::transport::Server::builder().layer(layer).add_routes(tonic::service::Routes::default());
+    use sluice_core::Signal;
+    if ingest.accepts(Signal::Traces) {
+        router = router.add_service(server!(TraceServiceServer));
+    }
+    if ingest.accepts(Signal::Metrics) {
+        router = router.add_service(server!(MetricsServiceServer));
+    }
+    if ingest.accepts(Signal::Logs) {
+        router = router.add_service(server!(LogsServiceServer));
+    }
+    if ingest.accepts(Signal::Profiles) {
+        router = router.add_service(server!(ProfilesServiceServer));
+    }
+    drop(svc);
+    drop(ingest);
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()).await
+}

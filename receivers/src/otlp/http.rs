@@ -1,0 +1,188 @@
+//! OTLP/HTTP: `/v1/traces`, `/v1/metrics`, `/v1/logs`, `/v1development/profiles`, protobuf or JSON.
+
+use super::decode::{decode_json, decode_protobuf, decompress, Encoding};
+use super::ingest::{Ingest, IngestError, Partial};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceResponse};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::profiles::v1development::{
+    ExportProfilesPartialSuccess, ExportProfilesServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
+use prost::Message;
+use sluice_core::Signal;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// `google.rpc.Status`, the body of OTLP/HTTP error responses.
+#[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Protobuf,
+    Json,
+}
+
+const PROTOBUF: &str = "application/x-protobuf";
+const JSON: &str = "application/json";
+
+struct Shared {
+    ingest: Ingest,
+    max_request_size: usize,
+}
+
+/// The OTLP/HTTP routes, for serving and for handler tests with `oneshot`.
+pub fn app(ingest: Ingest, max_request_size: usize) -> Router {
+    let shared = Arc::new(Shared { ingest, max_request_size });
+    Router::new()
+        .route("/v1/traces", post(|s, h, b| handle(s, h, b, Signal::Traces)))
+        .route("/v1/metrics", post(|s, h, b| handle(s, h, b, Signal::Metrics)))
+        .route("/v1/logs", post(|s, h, b| handle(s, h, b, Signal::Logs)))
+        .route("/v1development/profiles", post(|s, h, b| handle(s, h, b, Signal::Profiles)))
+        .with_state(shared)
+}
+
+/// Serves OTLP/HTTP on `listener` until `shutdown`; in-flight requests finish first.
+pub async fn serve(
+    listener: TcpListener,
+    ingest: Ingest,
+    max_request_size: usize,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(ingest, max_request_size))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+async fn handle(State(st): State<Arc<Shared>>, headers: HeaderMap, body: Body, signal: Signal) -> Response {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let format = match ct.as_str() {
+        PROTOBUF => Format::Protobuf,
+        JSON => Format::Json,
+        other => {
+            let e = IngestError::Unsupported(format!(
+                "unsupported Content-Type {other:?}; expected {PROTOBUF} or {JSON}"
+            ));
+            st.ingest.refused(signal, 0, &e);
+            return error_response(Format::Protobuf, StatusCode::UNSUPPORTED_MEDIA_TYPE, &e);
+        }
+    };
+    match decode_and_ingest(&st, &headers, body, signal, format).await {
+        Ok(p) => success(format, signal, p),
+        Err(e) => {
+            let code = match &e {
+                IngestError::Malformed(_) => StatusCode::BAD_REQUEST,
+                IngestError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+                IngestError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                IngestError::NoPipeline(_) => StatusCode::NOT_FOUND,
+                IngestError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            error_response(format, code, &e)
+        }
+    }
+}
+
+async fn decode_and_ingest(
+    st: &Shared,
+    headers: &HeaderMap,
+    body: Body,
+    signal: Signal,
+    format: Format,
+) -> Result<Partial, IngestError> {
+    let refuse = |e: IngestError| {
+        st.ingest.refused(signal, 0, &e);
+        e
+    };
+    if !st.ingest.accepts(signal) {
+        return Err(refuse(IngestError::NoPipeline(format!("no pipeline accepts {signal} from this receiver"))));
+    }
+    let limit = st.max_request_size;
+    let enc = Encoding::from_header(headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()))
+        .map_err(refuse)?;
+    let raw = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            || e.to_string().contains("length limit");
+        refuse(if too_large {
+            IngestError::TooLarge(format!("request body exceeds max_request_size ({limit} bytes)"))
+        } else {
+            IngestError::Malformed(format!("cannot read request body: {e}"))
+        })
+    })?;
+    let body = decompress(raw, enc, limit).map_err(refuse)?;
+    let data = match format {
+        Format::Protobuf => decode_protobuf(signal, &body),
+        Format::Json => decode_json(signal, &body),
+    }
+    .map_err(refuse)?;
+    st.ingest.ingest(data).await
+}
+
+fn success(format: Format, signal: Signal, p: Partial) -> Response {
+    let rejected = p.rejected as i64;
+    let has = p.rejected > 0;
+    let message = p.message;
+    macro_rules! body {
+        ($resp:ident, $partial:ident, $field:ident) => {{
+            let r = $resp {
+                partial_success: has.then(|| $partial { $field: rejected, error_message: message.clone() }),
+            };
+            match format {
+                Format::Protobuf => r.encode_to_vec(),
+                Format::Json => serde_json::to_vec(&r).unwrap_or_else(|_| b"{}".to_vec()),
+            }
+        }};
+    }
+    let bytes = match signal {
+        Signal::Traces => body!(ExportTraceServiceResponse, ExportTracePartialSuccess, rejected_spans),
+        Signal::Metrics => body!(ExportMetricsServiceResponse, ExportMetricsPartialSuccess, rejected_data_points),
+        Signal::Logs => body!(ExportLogsServiceResponse, ExportLogsPartialSuccess, rejected_log_records),
+        Signal::Profiles => body!(ExportProfilesServiceResponse, ExportProfilesPartialSuccess, rejected_profiles),
+    };
+    with_type(format, StatusCode::OK, bytes)
+}
+
+fn error_response(format: Format, code: StatusCode, e: &IngestError) -> Response {
+    let grpc_code = match e {
+        IngestError::Malformed(_) | IngestError::Unsupported(_) => 3,
+        IngestError::TooLarge(_) => 8,
+        IngestError::NoPipeline(_) => 12,
+        IngestError::Unavailable(_) => 14,
+    };
+    let status = RpcStatus { code: grpc_code, message: e.to_string() };
+    let bytes = match format {
+        Format::Protobuf => status.encode_to_vec(),
+        Format::Json => serde_json::to_vec(&status).unwrap_or_default(),
+    };
+    let mut resp = with_type(format, code, bytes);
+    if code == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+fn with_type(format: Format, code: StatusCode, bytes: Vec<u8>) -> Response {
+    let ct = match format {
+        Format::Protobuf => PROTOBUF,
+        Format::Json => JSON,
+    };
+    (code, [(header::CONTENT_TYPE, HeaderValue::from_static(ct))], bytes).into_response()
+}

@@ -1,0 +1,168 @@
+//! What both OTLP transports share: id checks, counting, handing data to pipelines.
+
+use prometheus_client::metrics::counter::Counter;
+use sluice_core::{DropReason, Metrics, PerSignal, PipelineInput, SendError, Signal, Telemetry};
+use std::time::Duration;
+
+/// Items the receiver rejected while accepting the rest (OTLP partial success).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Partial {
+    /// How many items were rejected.
+    pub rejected: u64,
+    /// Why, for the client.
+    pub message: String,
+}
+
+/// Why a whole request was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IngestError {
+    /// Body could not be decoded.
+    #[error("{0}")]
+    Malformed(String),
+    /// Body larger than `max_request_size`.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Content type or encoding not supported.
+    #[error("{0}")]
+    Unsupported(String),
+    /// No pipeline takes this signal.
+    #[error("{0}")]
+    NoPipeline(String),
+    /// Pipelines are full or shutting down: the client should retry.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl IngestError {
+    /// Label for `sluice_receiver_refused_items_total{reason}`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "malformed",
+            Self::TooLarge(_) => "too_large",
+            Self::Unsupported(_) => "unsupported",
+            Self::NoPipeline(_) => "no_pipeline",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// A receiver's door into its pipelines.
+#[derive(Clone)]
+pub struct Ingest {
+    name: String,
+    input: PipelineInput,
+    timeout: Duration,
+    metrics: Metrics,
+    accepted: PerSignal<Counter>,
+    invalid: PerSignal<Counter>,
+}
+
+impl Ingest {
+    /// Builds the door for receiver `name`.
+    pub fn new(name: &str, input: PipelineInput, timeout: Duration, metrics: &Metrics) -> Self {
+        Self {
+            name: name.to_owned(),
+            input,
+            timeout,
+            metrics: metrics.clone(),
+            accepted: PerSignal::new(|s| metrics.receiver_accepted(name, s)),
+            invalid: PerSignal::new(|s| metrics.dropped(name, s, DropReason::Invalid)),
+        }
+    }
+
+    /// Receiver name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether any pipeline takes `signal` (checked before decoding a body).
+    pub fn accepts(&self, signal: Signal) -> bool {
+        self.input.accepts(signal)
+    }
+
+    /// Counts a request refused before it could be decoded (its items are unknown: counted as 0
+    /// items but logged), or after (with its items).
+    pub fn refused(&self, signal: Signal, items: u64, err: &IngestError) {
+        self.metrics.receiver_refused(&self.name, signal, err.reason()).inc_by(items);
+        tracing::debug!(receiver = %self.name, %signal, items, error = %err, "request refused");
+    }
+
+    /// Checks ids, then hands the request to every pipeline of its signal.
+    pub async fn ingest(&self, mut data: Telemetry) -> Result<Partial, IngestError> {
+        let signal = data.signal();
+        let partial = drop_invalid_ids(&mut data);
+        if partial.rejected > 0 {
+            self.invalid.get(signal).inc_by(partial.rejected);
+            self.metrics.receiver_refused(&self.name, signal, "invalid").inc_by(partial.rejected);
+        }
+        let items = data.item_count();
+        match self.input.send(data, items, self.timeout).await {
+            Ok(()) => {
+                self.accepted.get(signal).inc_by(items);
+                Ok(partial)
+            }
+            Err(e) => {
+                let err = match e {
+                    SendError::NoPipeline(_) => IngestError::NoPipeline(e.to_string()),
+                    SendError::Full(_) | SendError::Closed(_) => IngestError::Unavailable(e.to_string()),
+                };
+                self.refused(signal, items, &err);
+                Err(err)
+            }
+        }
+    }
+}
+
+/// Drops spans and log records whose ids have the wrong length; OTLP requires 16-byte trace ids
+/// and 8-byte span ids (logs may leave them empty). Returns what was dropped, for partial success.
+pub fn drop_invalid_ids(data: &mut Telemetry) -> Partial {
+    let mut rejected = 0u64;
+    let mut example = String::new();
+    match data {
+        Telemetry::Traces(r) => {
+            for ss in r.resource_spans.iter_mut().flat_map(|rs| rs.scope_spans.iter_mut()) {
+                ss.spans.retain(|s| {
+                    let ok = s.trace_id.len() == 16
+                        && s.span_id.len() == 8
+                        && (s.parent_span_id.is_empty() || s.parent_span_id.len() == 8);
+                    if !ok {
+                        rejected += 1;
+                        if example.is_empty() {
+                            example = format!(
+                                "span {:?} has trace id of {} bytes, span id of {} bytes (expected 16 and 8)",
+                                s.name,
+                                s.trace_id.len(),
+                                s.span_id.len()
+                            );
+                        }
+                    }
+                    ok
+                });
+            }
+        }
+        Telemetry::Logs(r) => {
+            for sl in r.resource_logs.iter_mut().flat_map(|rl| rl.scope_logs.iter_mut()) {
+                sl.log_records.retain(|l| {
+                    let ok = (l.trace_id.is_empty() || l.trace_id.len() == 16)
+                        && (l.span_id.is_empty() || l.span_id.len() == 8);
+                    if !ok {
+                        rejected += 1;
+                        if example.is_empty() {
+                            example = format!(
+                                "log record has trace id of {} bytes, span id of {} bytes (expected 16 and 8, or empty)",
+                                l.trace_id.len(),
+                                l.span_id.len()
+                            );
+                        }
+                    }
+                    ok
+                });
+            }
+        }
+        Telemetry::Metrics(_) | Telemetry::Profiles(_) => {}
+    }
+    if rejected == 0 {
+        return Partial::default();
+    }
+    Partial { rejected, message: format!("{rejected} item(s) rejected: {example}") }
+}

@@ -238,7 +238,22 @@ fn friendly(msg: &str, path: &[Seg]) -> String {
         };
         return format!("unknown {what} `{rest}");
     }
-    msg.to_owned()
+    // Speak TOML, not Rust: "expected usize" means nothing to most users.
+    let mut out = msg.to_owned();
+    for (rust, human) in [
+        ("expected usize", "expected a non-negative integer"),
+        ("expected u64", "expected a non-negative integer"),
+        ("expected u32", "expected a non-negative integer"),
+        ("expected i64", "expected an integer"),
+        ("expected f64", "expected a number"),
+        ("expected a sequence", "expected an array"),
+        ("expected a map", "expected a table"),
+    ] {
+        if out.ends_with(rust) {
+            out = format!("{}{human}", &out[..out.len() - rust.len()]);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

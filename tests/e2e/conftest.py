@@ -62,7 +62,7 @@ class Sluice:
         self.proc = None
         self.log_path = self.dir / "sluice.log"
 
-    def default_config(self, batch_timeout="100ms", exporter=None, receiver_extra="", service_extra="", processors=None):
+    def default_config(self, batch_timeout="100ms", batch_items=8192, exporter=None, receiver_extra="", service_extra="", processors=None):
         exporter = exporter or f'type = "file"\npath = "{self.data}"'
         processors = processors if processors is not None else ["batch"]
         return f"""
@@ -80,6 +80,7 @@ http = "127.0.0.1:{self.http}"
 [processors.batch]
 type = "batch"
 timeout = "{batch_timeout}"
+max_items = {batch_items}
 
 [exporters.out]
 {exporter}

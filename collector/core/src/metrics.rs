@@ -27,8 +27,6 @@ pub enum DropReason {
     ExportFailed,
     /// Shutdown's deadline passed before the data was delivered.
     ShutdownTimeout,
-    /// The receiver found the item invalid (e.g. a trace id of the wrong length).
-    Invalid,
     /// A processor removed the item on purpose (filtering, sampling).
     Filtered,
 }
@@ -40,7 +38,6 @@ impl DropReason {
             Self::QueueFull => "queue_full",
             Self::ExportFailed => "export_failed",
             Self::ShutdownTimeout => "shutdown_timeout",
-            Self::Invalid => "invalid",
             Self::Filtered => "filtered",
         }
     }
@@ -52,6 +49,7 @@ pub struct Metrics {
     registry: Arc<Registry>,
     receiver_accepted: Family<Labels, Counter>,
     receiver_refused: Family<Labels, Counter>,
+    receiver_refused_requests: Family<Labels, Counter>,
     exporter_sent: Family<Labels, Counter>,
     exporter_failed: Family<Labels, Counter>,
     exporter_queue: Family<Labels, Gauge>,
@@ -76,6 +74,7 @@ impl Metrics {
         let mut registry = Registry::default();
         let receiver_accepted = Family::<Labels, Counter>::default();
         let receiver_refused = Family::<Labels, Counter>::default();
+        let receiver_refused_requests = Family::<Labels, Counter>::default();
         let exporter_sent = Family::<Labels, Counter>::default();
         let exporter_failed = Family::<Labels, Counter>::default();
         let exporter_queue = Family::<Labels, Gauge>::default();
@@ -91,6 +90,11 @@ impl Metrics {
             "sluice_receiver_refused_items",
             "Items refused to clients (malformed, too large, pipeline full, no pipeline)",
             receiver_refused.clone(),
+        );
+        registry.register(
+            "sluice_receiver_refused_requests",
+            "Requests refused to clients, by reason (counts undecodable requests whose items are unknown)",
+            receiver_refused_requests.clone(),
         );
         registry.register("sluice_exporter_sent_items", "Items delivered by exporters", exporter_sent.clone());
         registry.register(
@@ -114,6 +118,7 @@ impl Metrics {
             registry: Arc::new(registry),
             receiver_accepted,
             receiver_refused,
+            receiver_refused_requests,
             exporter_sent,
             exporter_failed,
             exporter_queue,
@@ -141,6 +146,13 @@ impl Metrics {
     /// `sluice_receiver_refused_items_total{receiver,signal,reason}`.
     pub fn receiver_refused(&self, receiver: &str, signal: Signal, reason: &str) -> Counter {
         self.receiver_refused
+            .get_or_create(&labels(&[("receiver", receiver), ("signal", signal.as_str()), ("reason", reason)]))
+            .clone()
+    }
+
+    /// `sluice_receiver_refused_requests_total{receiver,signal,reason}`.
+    pub fn receiver_refused_requests(&self, receiver: &str, signal: Signal, reason: &str) -> Counter {
+        self.receiver_refused_requests
             .get_or_create(&labels(&[("receiver", receiver), ("signal", signal.as_str()), ("reason", reason)]))
             .clone()
     }

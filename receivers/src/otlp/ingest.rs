@@ -1,7 +1,7 @@
 //! What both OTLP transports share: id checks, counting, handing data to pipelines.
 
 use prometheus_client::metrics::counter::Counter;
-use sluice_core::{DropReason, Metrics, PerSignal, PipelineInput, SendError, Signal, Telemetry};
+use sluice_core::{Metrics, PerSignal, PipelineInput, SendError, Signal, Telemetry};
 use std::time::Duration;
 
 /// Items the receiver rejected while accepting the rest (OTLP partial success).
@@ -54,7 +54,6 @@ pub struct Ingest {
     timeout: Duration,
     metrics: Metrics,
     accepted: PerSignal<Counter>,
-    invalid: PerSignal<Counter>,
 }
 
 impl Ingest {
@@ -66,7 +65,6 @@ impl Ingest {
             timeout,
             metrics: metrics.clone(),
             accepted: PerSignal::new(|s| metrics.receiver_accepted(name, s)),
-            invalid: PerSignal::new(|s| metrics.dropped(name, s, DropReason::Invalid)),
         }
     }
 
@@ -84,6 +82,7 @@ impl Ingest {
     /// items but logged), or after (with its items).
     pub fn refused(&self, signal: Signal, items: u64, err: &IngestError) {
         self.metrics.receiver_refused(&self.name, signal, err.reason()).inc_by(items);
+        self.metrics.receiver_refused_requests(&self.name, signal, err.reason()).inc();
         tracing::debug!(receiver = %self.name, %signal, items, error = %err, "request refused");
     }
 
@@ -92,8 +91,9 @@ impl Ingest {
         let signal = data.signal();
         let partial = drop_invalid_ids(&mut data);
         if partial.rejected > 0 {
-            self.invalid.get(signal).inc_by(partial.rejected);
+            // Refused, not dropped: the client is told in the partial-success response.
             self.metrics.receiver_refused(&self.name, signal, "invalid").inc_by(partial.rejected);
+            tracing::debug!(receiver = %self.name, %signal, rejected = partial.rejected, "{}", partial.message);
         }
         let items = data.item_count();
         match self.input.send(data, items, self.timeout).await {

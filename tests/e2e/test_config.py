@@ -1,0 +1,93 @@
+"""Acceptance 6: broken configs make `sluice validate` exit non-zero with a message naming the file,
+the TOML path and the line."""
+
+import os
+import subprocess
+
+import pytest
+from conftest import BIN
+
+BASE = """\
+[service]
+admin = "127.0.0.1:13999"
+
+[receivers.otlp]
+type = "otlp"
+grpc = "127.0.0.1:14317"
+http = "127.0.0.1:14318"
+
+[processors.batch]
+type = "batch"
+timeout = "200ms"
+
+[processors.tag]
+type = "attributes"
+actions = [{ key = "env", action = "insert", value = "prod" }]
+
+[exporters.out]
+type = "file"
+path = "/tmp/sluice-validate-test"
+
+[pipelines.main]
+signals = ["traces", "logs"]
+receivers = ["otlp"]
+processors = ["batch", "tag"]
+exporters = ["out"]
+"""
+
+# name: (replace this, with that, expected line, expected path, words the message must contain)
+BROKEN = {
+    "unknown key": ('timeout = "200ms"', 'timeout = "200ms"\nmax_itemz = 5', 12, "processors.batch.max_itemz", "unknown field"),
+    "unknown type": ('type = "file"', 'type = "s3"', 18, "exporters.out.type", "unknown type `s3`"),
+    "undefined component": ('exporters = ["out"]', 'exporters = ["out", "kafka"]', 25, "pipelines.main.exporters[1]", "not defined"),
+    "signal not carried": ('signals = ["traces", "logs"]', 'signals = ["traces", "logs", "profiles"]', 24, "pipelines.main.processors[1]", "cannot carry profiles"),
+    "bad duration": ('timeout = "200ms"', 'timeout = "fast"', 11, "processors.batch.timeout", "duration"),
+    "bad address": ('grpc = "127.0.0.1:14317"', 'grpc = "localhost"', 6, "receivers.otlp.grpc", "HOST:PORT"),
+    "missing env var": ('path = "/tmp/sluice-validate-test"', 'path = "${SLUICE_TEST_UNSET_VAR}/data"', 19, "exporters.out.path", "SLUICE_TEST_UNSET_VAR is not set"),
+    "toml syntax": ('[exporters.out]', '[exporters.out', 17, None, "syntax"),
+    "bad size": ('http = "127.0.0.1:14318"', 'http = "127.0.0.1:14318"\nmax_request_size = "lots"', 8, "receivers.otlp.max_request_size", "size"),
+    "duplicate address": ('http = "127.0.0.1:14318"', 'http = "127.0.0.1:14317"', 7, "receivers.otlp.http", "already used"),
+    "wrong value type": ('timeout = "200ms"', 'timeout = "200ms"\nmax_items = "many"', 12, "processors.batch.max_items", "integer"),
+    "delete with value": ('action = "insert"', 'action = "delete"', 15, "processors.tag.actions[0].value", "no `value`"),
+}
+
+
+def validate(path):
+    env = {k: v for k, v in os.environ.items() if k != "SLUICE_TEST_UNSET_VAR"}
+    return subprocess.run([BIN, "validate", "--config", str(path)], capture_output=True, text=True, env=env, timeout=30)
+
+
+def test_base_config_is_valid(tmp_path):
+    f = tmp_path / "good.toml"
+    f.write_text(BASE)
+    r = validate(f)
+    assert r.returncode == 0, r.stderr
+    assert "valid" in r.stdout
+
+
+@pytest.mark.parametrize("name", list(BROKEN))
+def test_broken_config_is_reported_precisely(tmp_path, name):
+    old, new, line, path, words = BROKEN[name]
+    assert old in BASE
+    f = tmp_path / "broken.toml"
+    f.write_text(BASE.replace(old, new, 1))
+    r = validate(f)
+    assert r.returncode != 0, f"{name}: accepted:\n{r.stdout}"
+    msg = r.stderr
+    assert f"{f}:{line}:" in msg, f"{name}: expected {f}:{line}: in\n{msg}"
+    if path:
+        assert f"`{path}`" in msg, f"{name}: expected path {path} in\n{msg}"
+    assert words in msg, f"{name}: expected {words!r} in\n{msg}"
+
+
+def test_run_refuses_broken_config(tmp_path):
+    f = tmp_path / "broken.toml"
+    f.write_text(BASE.replace('type = "file"', 'type = "s3"'))
+    r = subprocess.run([BIN, "--config", str(f)], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert "unknown type `s3`" in r.stderr
+
+
+def test_embedded_default_validates():
+    r = subprocess.run([BIN, "validate"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr

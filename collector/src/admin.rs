@@ -41,12 +41,19 @@ async fn readyz(State(a): State<Admin>) -> impl IntoResponse {
 
 async fn metrics(State(a): State<Admin>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         a.metrics.render(),
     )
 }
 
 async fn status(State(a): State<Admin>) -> impl IntoResponse {
-    let state = if a.ready.load(Ordering::Acquire) { "running" } else { "stopping" };
+    let state = if a.ready.load(Ordering::Acquire) {
+        "running"
+    } else {
+        "stopping"
+    };
     Json(a.status.to_json(state))
 }

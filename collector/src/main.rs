@@ -74,7 +74,10 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(&cfg.service.log_level);
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("cannot start the runtime: {e}");
@@ -115,10 +118,16 @@ async fn run(cfg: Config) -> Result<()> {
                 .await
                 .with_context(|| format!("service.admin: cannot listen on {addr}"))?;
             tracing::info!(%addr, "admin server listening");
-            let app = admin::app(admin::Admin { metrics: metrics.clone(), status: topo.status(), ready: ready.clone() });
+            let app = admin::app(admin::Admin {
+                metrics: metrics.clone(),
+                status: topo.status(),
+                ready: ready.clone(),
+            });
             let stop = admin_stop.clone();
             Some(tokio::spawn(async move {
-                axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
             }))
         }
         None => None,
@@ -140,7 +149,10 @@ async fn run(cfg: Config) -> Result<()> {
         return Err(e);
     }
     if lost > 0 {
-        tracing::error!(items = lost, "shutdown lost items (see sluice_dropped_items_total{{reason=\"shutdown_timeout\"}})");
+        tracing::error!(
+            items = lost,
+            "shutdown lost items (see sluice_dropped_items_total{{reason=\"shutdown_timeout\"}})"
+        );
     }
     tracing::info!("sluice stopped");
     Ok(())

@@ -18,7 +18,10 @@ pub struct Step {
 impl Step {
     /// Wraps processor `name`; items it removes are counted as `filtered`.
     pub fn new(name: &str, processor: Arc<dyn Processor>, metrics: &Metrics) -> Self {
-        Self { processor, dropped: PerSignal::new(|s| metrics.dropped(name, s, DropReason::Filtered)) }
+        Self {
+            processor,
+            dropped: PerSignal::new(|s| metrics.dropped(name, s, DropReason::Filtered)),
+        }
     }
 }
 
@@ -59,7 +62,11 @@ impl Pipeline {
                 }
             }
         }
-        let rest = self.batcher.as_mut().map(Batcher::flush_all).unwrap_or_default();
+        let rest = self
+            .batcher
+            .as_mut()
+            .map(Batcher::flush_all)
+            .unwrap_or_default();
         for (data, items) in rest {
             self.after_batch(data, items).await;
         }
@@ -67,7 +74,9 @@ impl Pipeline {
     }
 
     async fn accept(&mut self, env: Envelope) {
-        let Some((data, items)) = run_steps(&self.before, &self.queued, env.data, env.items) else { return };
+        let Some((data, items)) = run_steps(&self.before, &self.queued, env.data, env.items) else {
+            return;
+        };
         let ready = match self.batcher.as_mut() {
             Some(b) => b.push(data, items, Instant::now()),
             None => vec![(data, items)],
@@ -78,7 +87,9 @@ impl Pipeline {
     }
 
     async fn after_batch(&mut self, data: Telemetry, items: u64) {
-        let Some((data, items)) = run_steps(&self.after, &self.queued, data, items) else { return };
+        let Some((data, items)) = run_steps(&self.after, &self.queued, data, items) else {
+            return;
+        };
         let signal = data.signal();
         if let Some((last, rest)) = self.exporters.split_last() {
             for q in rest {
@@ -90,7 +101,12 @@ impl Pipeline {
     }
 }
 
-fn run_steps(steps: &[Step], queued: &PerSignal<Gauge>, mut data: Telemetry, items: u64) -> Option<(Telemetry, u64)> {
+fn run_steps(
+    steps: &[Step],
+    queued: &PerSignal<Gauge>,
+    mut data: Telemetry,
+    items: u64,
+) -> Option<(Telemetry, u64)> {
     let signal = data.signal();
     let mut items = items;
     for step in steps {

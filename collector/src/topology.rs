@@ -7,7 +7,8 @@ use serde_json::json;
 use sluice_config::{Config, ExporterConfig, ProcessorConfig, ReceiverConfig, Signal};
 use sluice_core::pipeline::PIPELINE_CHANNEL_REQUESTS;
 use sluice_core::{
-    spawn_exporter, DropReason, Exporter, ExporterQueue, Metrics, PerSignal, PipelineInput, PipelineSender, Processor,
+    spawn_exporter, DropReason, Exporter, ExporterQueue, Metrics, PerSignal, PipelineInput,
+    PipelineSender, Processor,
 };
 use sluice_exporters::{BlackholeExporter, FileExporter, OtlpExporter};
 use sluice_processors::{AttributesProcessor, Batcher};
@@ -20,7 +21,10 @@ use tokio_util::sync::CancellationToken;
 
 /// A running topology.
 pub struct Topology {
-    receivers: Vec<(String, JoinHandle<Result<(), sluice_receivers::otlp::OtlpError>>)>,
+    receivers: Vec<(
+        String,
+        JoinHandle<Result<(), sluice_receivers::otlp::OtlpError>>,
+    )>,
     pipelines: Vec<JoinHandle<()>>,
     exporters: Vec<(String, JoinHandle<()>)>,
     receiver_shutdown: CancellationToken,
@@ -55,7 +59,10 @@ impl StatusInfo {
             .pipelines
             .iter()
             .map(|(name, signals)| {
-                let queued: i64 = signals.iter().map(|s| self.metrics.pipeline_queue(name, *s).get()).sum();
+                let queued: i64 = signals
+                    .iter()
+                    .map(|s| self.metrics.pipeline_queue(name, *s).get())
+                    .sum();
                 json!({"name": name, "queued_items": queued})
             })
             .collect();
@@ -70,22 +77,35 @@ impl StatusInfo {
 
     /// Forgets queue handles so exporters can finish at shutdown.
     fn release_queues(&self) {
-        self.queues.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 }
 
 fn build_exporter(name: &str, cfg: &ExporterConfig) -> Result<Arc<dyn Exporter>> {
     Ok(match cfg {
-        ExporterConfig::File(c) => Arc::new(
-            FileExporter::new(c).with_context(|| format!("exporter {name}: cannot create directory {:?}", c.path))?,
-        ),
+        ExporterConfig::File(c) => {
+            Arc::new(FileExporter::new(c).with_context(|| {
+                format!("exporter {name}: cannot create directory {:?}", c.path)
+            })?)
+        }
         ExporterConfig::Blackhole(c) => Arc::new(BlackholeExporter::new(c)),
-        ExporterConfig::Otlp(c) => Arc::new(OtlpExporter::new(c).with_context(|| format!("exporter {name}"))?),
+        ExporterConfig::Otlp(c) => {
+            Arc::new(OtlpExporter::new(c).with_context(|| format!("exporter {name}"))?)
+        }
     })
 }
 
-fn used<'a>(cfg: &'a Config, pick: impl Fn(&'a sluice_config::PipelineConfig) -> &'a Vec<String>) -> BTreeSet<&'a str> {
-    cfg.pipelines.values().flat_map(|p| pick(p).iter().map(String::as_str)).collect()
+fn used<'a>(
+    cfg: &'a Config,
+    pick: impl Fn(&'a sluice_config::PipelineConfig) -> &'a Vec<String>,
+) -> BTreeSet<&'a str> {
+    cfg.pipelines
+        .values()
+        .flat_map(|p| pick(p).iter().map(String::as_str))
+        .collect()
 }
 
 impl Topology {
@@ -128,7 +148,8 @@ impl Topology {
                 match &cfg.processors[proc_name] {
                     ProcessorConfig::Batch(b) => batcher = Some(Batcher::new(b)),
                     _ => {
-                        let step = Step::new(proc_name, procs[proc_name.as_str()].clone(), &metrics);
+                        let step =
+                            Step::new(proc_name, procs[proc_name.as_str()].clone(), &metrics);
                         if batcher.is_some() {
                             after.push(step)
                         } else {
@@ -151,7 +172,11 @@ impl Topology {
                 before,
                 batcher,
                 after,
-                exporters: p.exporters.iter().map(|e| queues[e.as_str()].clone()).collect(),
+                exporters: p
+                    .exporters
+                    .iter()
+                    .map(|e| queues[e.as_str()].clone())
+                    .collect(),
                 queued,
             };
             pipelines.push(tokio::spawn(pipeline.run()));
@@ -165,7 +190,11 @@ impl Topology {
                     .into_iter()
                     .map(|(name, q)| {
                         let capacity = q.capacity();
-                        ExporterQueueView { name: name.to_owned(), capacity, depth: Box::new(move || q.depth()) }
+                        ExporterQueueView {
+                            name: name.to_owned(),
+                            capacity,
+                            depth: Box::new(move || q.depth()),
+                        }
                     })
                     .collect(),
             ),
@@ -181,7 +210,10 @@ impl Topology {
                 continue;
             };
             match rcfg {
-                ReceiverConfig::Otlp(o) => bound.push((name.clone(), OtlpReceiver::bind(name, o, input, &metrics).await?)),
+                ReceiverConfig::Otlp(o) => bound.push((
+                    name.clone(),
+                    OtlpReceiver::bind(name, o, input, &metrics).await?,
+                )),
             }
         }
         let receivers = bound
@@ -189,7 +221,14 @@ impl Topology {
             .map(|(name, r)| (name, tokio::spawn(r.run(receiver_shutdown.clone()))))
             .collect();
 
-        Ok(Self { receivers, pipelines, exporters, receiver_shutdown, status, metrics })
+        Ok(Self {
+            receivers,
+            pipelines,
+            exporters,
+            receiver_shutdown,
+            status,
+            metrics,
+        })
     }
 
     /// `/status` data.
@@ -202,7 +241,8 @@ impl Topology {
         if self.receivers.is_empty() {
             return std::future::pending().await;
         }
-        let (res, idx, _) = futures::future::select_all(self.receivers.iter_mut().map(|(_, h)| h)).await;
+        let (res, idx, _) =
+            futures::future::select_all(self.receivers.iter_mut().map(|(_, h)| h)).await;
         let (name, _) = self.receivers.remove(idx);
         match res {
             Ok(Ok(())) => anyhow::bail!("receiver {name} stopped unexpectedly"),
@@ -213,15 +253,28 @@ impl Topology {
 
     /// Graceful shutdown; returns the number of items that could not be delivered in time.
     pub async fn shutdown(self, deadline: std::time::Duration) -> u64 {
-        let Self { receivers, pipelines, exporters, receiver_shutdown, status, metrics } = self;
+        let Self {
+            receivers,
+            pipelines,
+            exporters,
+            receiver_shutdown,
+            status,
+            metrics,
+        } = self;
         let until = tokio::time::Instant::now() + deadline;
         tracing::info!("shutting down: receivers stop accepting");
         receiver_shutdown.cancel();
         for (name, h) in receivers {
             match tokio::time::timeout_at(until, h).await {
-                Ok(Ok(Err(e))) => tracing::error!(receiver = %name, error = %e, "receiver failed during shutdown"),
-                Ok(Err(e)) => tracing::error!(receiver = %name, error = %e, "receiver task crashed"),
-                Err(_) => tracing::error!(receiver = %name, "receiver did not stop before the shutdown deadline"),
+                Ok(Ok(Err(e))) => {
+                    tracing::error!(receiver = %name, error = %e, "receiver failed during shutdown")
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(receiver = %name, error = %e, "receiver task crashed")
+                }
+                Err(_) => {
+                    tracing::error!(receiver = %name, "receiver did not stop before the shutdown deadline")
+                }
                 Ok(Ok(Ok(()))) => {}
             }
         }
@@ -249,12 +302,17 @@ impl Topology {
         for family in [Family::Pipeline, Family::Exporter] {
             for (component, signal, n) in queued_now(&metrics, &status, family) {
                 if n > 0 {
-                    metrics.dropped(&component, signal, DropReason::ShutdownTimeout).inc_by(n);
+                    metrics
+                        .dropped(&component, signal, DropReason::ShutdownTimeout)
+                        .inc_by(n);
                     lost += n;
                 }
             }
         }
-        tracing::error!(items = lost, "shutdown deadline passed; undelivered items dropped");
+        tracing::error!(
+            items = lost,
+            "shutdown deadline passed; undelivered items dropped"
+        );
         lost
     }
 }
@@ -264,7 +322,11 @@ enum Family {
     Exporter,
 }
 
-fn queued_now(metrics: &Metrics, status: &StatusInfo, family: Family) -> Vec<(String, Signal, u64)> {
+fn queued_now(
+    metrics: &Metrics,
+    status: &StatusInfo,
+    family: Family,
+) -> Vec<(String, Signal, u64)> {
     let mut out = Vec::new();
     match family {
         Family::Pipeline => {
@@ -276,7 +338,11 @@ fn queued_now(metrics: &Metrics, status: &StatusInfo, family: Family) -> Vec<(St
             }
         }
         Family::Exporter => {
-            for name in status.config["exporters"].as_object().map(|m| m.keys().cloned().collect::<Vec<_>>()).unwrap_or_default() {
+            for name in status.config["exporters"]
+                .as_object()
+                .map(|m| m.keys().cloned().collect::<Vec<_>>())
+                .unwrap_or_default()
+            {
                 for s in Signal::ALL {
                     let n = metrics.exporter_queue(&name, s).get().max(0) as u64;
                     out.push((name.clone(), s, n));
@@ -289,7 +355,10 @@ fn queued_now(metrics: &Metrics, status: &StatusInfo, family: Family) -> Vec<(St
 
 fn config_summary(cfg: &Config) -> serde_json::Value {
     let kinds = |m: BTreeMap<&String, &'static str>| -> serde_json::Value {
-        m.into_iter().map(|(k, v)| (k.clone(), json!({"type": v}))).collect::<serde_json::Map<_, _>>().into()
+        m.into_iter()
+            .map(|(k, v)| (k.clone(), json!({"type": v})))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
     };
     json!({
         "receivers": kinds(cfg.receivers.iter().map(|(k, v)| (k, v.kind())).collect()),

@@ -1,7 +1,7 @@
 //! The closed set of component kinds and their typed settings.
 
-use crate::types::{ByteSize, HumanDuration, ListenAddr};
 use crate::tagged::tagged_enum;
+use crate::types::{ByteSize, HumanDuration, ListenAddr};
 use crate::Signal;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -10,7 +10,12 @@ tagged_enum!(ReceiverConfig { "otlp" => Otlp });
 tagged_enum!(ProcessorConfig { "batch" => Batch, "attributes" => Attributes });
 tagged_enum!(ExporterConfig { "file" => File, "blackhole" => Blackhole, "otlp" => Otlp });
 
-const ALL: &[Signal] = &[Signal::Traces, Signal::Metrics, Signal::Logs, Signal::Profiles];
+const ALL: &[Signal] = &[
+    Signal::Traces,
+    Signal::Metrics,
+    Signal::Logs,
+    Signal::Profiles,
+];
 
 /// A receiver table: `[receivers.NAME]` with `type = "..."`.
 #[derive(Debug, Clone)]

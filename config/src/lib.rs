@@ -38,7 +38,12 @@ pub enum Signal {
 
 impl Signal {
     /// All signals, in a fixed order.
-    pub const ALL: [Signal; 4] = [Signal::Traces, Signal::Metrics, Signal::Logs, Signal::Profiles];
+    pub const ALL: [Signal; 4] = [
+        Signal::Traces,
+        Signal::Metrics,
+        Signal::Logs,
+        Signal::Profiles,
+    ];
 
     /// Lower-case name used in metrics labels and file names.
     pub fn as_str(self) -> &'static str {
@@ -109,7 +114,10 @@ impl Default for ServiceConfig {
 }
 
 fn default_admin() -> Option<ListenAddr> {
-    Some(ListenAddr(std::net::SocketAddr::from(([127, 0, 0, 1], 13133))))
+    Some(ListenAddr(std::net::SocketAddr::from((
+        [127, 0, 0, 1],
+        13133,
+    ))))
 }
 fn default_log_level() -> String {
     "info".to_owned()
@@ -149,7 +157,9 @@ impl Config {
 
     /// The embedded default configuration, validated like any other.
     pub fn embedded_default() -> Result<Config, ConfigErrors> {
-        Self::from_str_named("<embedded default>", EMBEDDED_DEFAULT, &|k| std::env::var(k).ok())
+        Self::from_str_named("<embedded default>", EMBEDDED_DEFAULT, &|k| {
+            std::env::var(k).ok()
+        })
     }
 
     /// Parses and validates configuration text; `file` names it in errors, `env` resolves `${VAR}`.

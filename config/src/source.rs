@@ -22,7 +22,10 @@ pub fn render_path(path: &[Seg]) -> String {
                 if !out.is_empty() {
                     out.push('.');
                 }
-                if k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') && !k.is_empty() {
+                if k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                    && !k.is_empty()
+                {
                     out.push_str(k);
                 } else {
                     out.push_str(&format!("{k:?}"));
@@ -132,7 +135,10 @@ impl Source {
 
     /// Expands `${NAME}` and `${NAME:-default}` inside every string value (`$${` writes a literal
     /// `${`) and returns the new text; line structure is kept so later errors still point right.
-    pub fn interpolate(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<String, Vec<ConfigError>> {
+    pub fn interpolate(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<String, Vec<ConfigError>> {
         let mut strings = Vec::new();
         collect_strings_item(self.doc.as_item(), &mut Vec::new(), &mut strings);
         let mut edits: Vec<(Range<usize>, String)> = Vec::new();
@@ -163,7 +169,10 @@ impl Source {
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before.rfind('\n').map_or(before.len(), |p| before.len() - p - 1) + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |p| before.len() - p - 1)
+        + 1;
     (line, col)
 }
 
@@ -251,7 +260,10 @@ pub fn expand(raw: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String,
                 "invalid environment variable name {name:?} in {raw:?}; names use letters, digits and _"
             ));
         }
-        match (env(name).filter(|v| default.is_none() || !v.is_empty()), default) {
+        match (
+            env(name).filter(|v| default.is_none() || !v.is_empty()),
+            default,
+        ) {
             (Some(v), _) => out.push_str(&v),
             (None, Some(d)) => out.push_str(d),
             (None, None) => {
@@ -276,7 +288,9 @@ fn encode_basic_string(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                out.push_str(&format!("\\u{:04X}", c as u32))
+            }
             c => out.push(c),
         }
     }
@@ -299,12 +313,17 @@ mod tests {
 
     #[test]
     fn expands_set_default_and_escape() {
-        assert_eq!(expand("http://${HOST}:8123", &env).as_deref(), Ok("http://ch.local:8123"));
+        assert_eq!(
+            expand("http://${HOST}:8123", &env).as_deref(),
+            Ok("http://ch.local:8123")
+        );
         assert_eq!(expand("${NOPE:-x}", &env).as_deref(), Ok("x"));
         assert_eq!(expand("${EMPTY:-d}", &env).as_deref(), Ok("d"));
         assert_eq!(expand("$${HOST}", &env).as_deref(), Ok("${HOST}"));
         assert_eq!(expand("cost $5", &env).as_deref(), Ok("cost $5"));
-        assert!(expand("${NOPE}", &env).unwrap_err().contains("NOPE is not set"));
+        assert!(expand("${NOPE}", &env)
+            .unwrap_err()
+            .contains("NOPE is not set"));
         assert!(expand("${HOST", &env).is_err());
     }
 
@@ -321,7 +340,12 @@ mod tests {
         let text = "[exporters.f]\ntype = \"file\"\nqueue = { max_items = 5 }\n";
         let src = Source::parse("t.toml", text).unwrap();
         let e = src.error_at(
-            &[Seg::Key("exporters".into()), Seg::Key("f".into()), Seg::Key("queue".into()), Seg::Key("max_items".into())],
+            &[
+                Seg::Key("exporters".into()),
+                Seg::Key("f".into()),
+                Seg::Key("queue".into()),
+                Seg::Key("max_items".into()),
+            ],
             "bad",
         );
         assert_eq!(e.line, Some(3));

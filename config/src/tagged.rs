@@ -14,17 +14,32 @@ pub(crate) const PATH_MARK: char = '\u{0}';
 pub(crate) fn deserialize_tagged<'de, D, T>(
     d: D,
     kinds: &[&str],
-    pick: impl FnOnce(&str, toml::Value) -> Option<Result<T, serde_path_to_error::Error<toml::de::Error>>>,
+    pick: impl FnOnce(
+        &str,
+        toml::Value,
+    ) -> Option<Result<T, serde_path_to_error::Error<toml::de::Error>>>,
 ) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
 {
     let mut table = toml::Table::deserialize(d)?;
-    let expected = kinds.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
+    let expected = kinds
+        .iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let kind = match table.remove("type") {
         Some(toml::Value::String(s)) => s,
-        Some(_) => return Err(D::Error::custom(format!("{PATH_MARK}type{PATH_MARK}`type` must be a string, one of {expected}"))),
-        None => return Err(D::Error::custom(format!("missing `type`; expected one of {expected}"))),
+        Some(_) => {
+            return Err(D::Error::custom(format!(
+                "{PATH_MARK}type{PATH_MARK}`type` must be a string, one of {expected}"
+            )))
+        }
+        None => {
+            return Err(D::Error::custom(format!(
+                "missing `type`; expected one of {expected}"
+            )))
+        }
     };
     match pick(&kind, toml::Value::Table(table)) {
         None => Err(D::Error::custom(format!(
@@ -43,13 +58,18 @@ where
                 .collect::<Vec<_>>()
                 .join("\u{1}");
             let inner = e.into_inner();
-            Err(D::Error::custom(format!("{PATH_MARK}{path}{PATH_MARK}{}", inner.message())))
+            Err(D::Error::custom(format!(
+                "{PATH_MARK}{path}{PATH_MARK}{}",
+                inner.message()
+            )))
         }
     }
 }
 
 /// Decodes one variant's settings with path tracking.
-pub(crate) fn inner<T: DeserializeOwned>(v: toml::Value) -> Result<T, serde_path_to_error::Error<toml::de::Error>> {
+pub(crate) fn inner<T: DeserializeOwned>(
+    v: toml::Value,
+) -> Result<T, serde_path_to_error::Error<toml::de::Error>> {
     serde_path_to_error::deserialize(v)
 }
 

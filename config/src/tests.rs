@@ -33,11 +33,15 @@ exporters = ["out"]
 #[test]
 fn parses_a_good_config() {
     let cfg = parse(GOOD).unwrap();
-    let ExporterConfig::Otlp(o) = &cfg.exporters["out"] else { panic!() };
+    let ExporterConfig::Otlp(o) = &cfg.exporters["out"] else {
+        panic!()
+    };
     assert_eq!(o.endpoint, "http://ch.example:4317");
     assert_eq!(o.queue.max_items, 10);
     assert_eq!(o.queue.when_full, WhenFull::Drop);
-    let ProcessorConfig::Batch(b) = &cfg.processors["batch"] else { panic!() };
+    let ProcessorConfig::Batch(b) = &cfg.processors["batch"] else {
+        panic!()
+    };
     assert_eq!(b.timeout.0, std::time::Duration::from_millis(50));
     assert_eq!(b.max_items, 8192);
 }

@@ -2,7 +2,8 @@
 
 use crate::source::{Seg, Source};
 use crate::{
-    AttributeActionKind, Config, ConfigError, ExporterConfig, ProcessorConfig, ReceiverConfig, Signal,
+    AttributeActionKind, Config, ConfigError, ExporterConfig, ProcessorConfig, ReceiverConfig,
+    Signal,
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,7 +17,11 @@ pub(crate) fn validate(cfg: &Config, src: &Source) -> Result<(), Vec<ConfigError
     let mut err = |path: Vec<Seg>, msg: String| errs.push(src.error_at(&path, msg));
 
     if cfg.pipelines.is_empty() {
-        err(vec![], "no pipelines: add at least one [pipelines.NAME] with signals, receivers and exporters".into());
+        err(
+            vec![],
+            "no pipelines: add at least one [pipelines.NAME] with signals, receivers and exporters"
+                .into(),
+        );
     }
 
     // Listen addresses must be unique across receivers and the admin server.
@@ -25,7 +30,10 @@ pub(crate) fn validate(cfg: &Config, src: &Source) -> Result<(), Vec<ConfigError
         if let Some(prev) = addrs.get(&addr) {
             err(
                 path,
-                format!("address {addr} is already used by `{}`", crate::source::render_path(prev)),
+                format!(
+                    "address {addr} is already used by `{}`",
+                    crate::source::render_path(prev)
+                ),
             );
         } else {
             addrs.insert(addr, path);
@@ -39,7 +47,10 @@ pub(crate) fn validate(cfg: &Config, src: &Source) -> Result<(), Vec<ConfigError
         match r {
             ReceiverConfig::Otlp(o) => {
                 if o.grpc.is_none() && o.http.is_none() {
-                    err(base.clone(), "an otlp receiver needs `grpc` and/or `http` listen addresses".into());
+                    err(
+                        base.clone(),
+                        "an otlp receiver needs `grpc` and/or `http` listen addresses".into(),
+                    );
                 }
                 for (k, a) in [("grpc", o.grpc), ("http", o.http)] {
                     if let Some(a) = a {
@@ -49,7 +60,10 @@ pub(crate) fn validate(cfg: &Config, src: &Source) -> Result<(), Vec<ConfigError
                     }
                 }
                 if o.max_request_size.0 == 0 {
-                    err(with(&base, "max_request_size"), "must be greater than 0".into());
+                    err(
+                        with(&base, "max_request_size"),
+                        "must be greater than 0".into(),
+                    );
                 }
             }
         }
@@ -63,7 +77,10 @@ pub(crate) fn validate(cfg: &Config, src: &Source) -> Result<(), Vec<ConfigError
                     err(with(&base, "max_items"), "must be at least 1".into());
                 }
                 if b.timeout.0.is_zero() {
-                    err(with(&base, "timeout"), "must be greater than 0 (e.g. \"200ms\")".into());
+                    err(
+                        with(&base, "timeout"),
+                        "must be greater than 0 (e.g. \"200ms\")".into(),
+                    );
                 }
             }
             ProcessorConfig::Attributes(a) => {
@@ -75,7 +92,10 @@ pub(crate) fn validate(cfg: &Config, src: &Source) -> Result<(), Vec<ConfigError
                     p.push(Seg::Index(i));
                     let needs_value = act.action != AttributeActionKind::Delete;
                     if needs_value && act.value.is_none() {
-                        err(p, format!("action {:?} needs a `value`", act.action).to_lowercase());
+                        err(
+                            p,
+                            format!("action {:?} needs a `value`", act.action).to_lowercase(),
+                        );
                     } else if !needs_value && act.value.is_some() {
                         err(with(&p, "value"), "a delete action takes no `value`".into());
                     }
@@ -87,7 +107,10 @@ pub(crate) fn validate(cfg: &Config, src: &Source) -> Result<(), Vec<ConfigError
     for (name, e) in &cfg.exporters {
         let base = vec![key("exporters"), key(name)];
         if e.queue().max_items == 0 {
-            err(vec![key("exporters"), key(name), key("queue"), key("max_items")], "must be at least 1".into());
+            err(
+                vec![key("exporters"), key(name), key("queue"), key("max_items")],
+                "must be at least 1".into(),
+            );
         }
         match e {
             ExporterConfig::File(f) => {
@@ -104,7 +127,10 @@ pub(crate) fn validate(cfg: &Config, src: &Source) -> Result<(), Vec<ConfigError
             ExporterConfig::Blackhole(b) => {
                 if let Some(r) = b.max_rate {
                     if !(r.is_finite() && r > 0.0) {
-                        err(with(&base, "max_rate"), format!("must be a positive number of items per second, got {r}"));
+                        err(
+                            with(&base, "max_rate"),
+                            format!("must be a positive number of items per second, got {r}"),
+                        );
                     }
                 }
             }
@@ -114,7 +140,10 @@ pub(crate) fn validate(cfg: &Config, src: &Source) -> Result<(), Vec<ConfigError
                 {
                     err(
                         with(&base, "endpoint"),
-                        format!("invalid endpoint {:?}; expected a URL such as \"http://gateway:4317\"", o.endpoint),
+                        format!(
+                            "invalid endpoint {:?}; expected a URL such as \"http://gateway:4317\"",
+                            o.endpoint
+                        ),
                     );
                 }
             }
@@ -128,7 +157,10 @@ pub(crate) fn validate(cfg: &Config, src: &Source) -> Result<(), Vec<ConfigError
         }
         for (i, s) in p.signals.iter().enumerate() {
             if p.signals[..i].contains(s) {
-                err(at(&base, "signals", i), format!("signal {s} is listed twice"));
+                err(
+                    at(&base, "signals", i),
+                    format!("signal {s} is listed twice"),
+                );
             }
         }
         if p.receivers.is_empty() {
@@ -137,34 +169,60 @@ pub(crate) fn validate(cfg: &Config, src: &Source) -> Result<(), Vec<ConfigError
         if p.exporters.is_empty() {
             err(with(&base, "exporters"), "lists no exporters".into());
         }
-        let mut check = |kind: &str, i: usize, name: &str, found: Option<(&'static str, &'static [Signal])>| {
-            let path = at(&base, kind, i);
-            match found {
-                None => err(path, format!("{} {name:?} is not defined; add a [{kind}.{name}] table", singular(kind))),
-                Some((ty, supported)) => {
-                    for s in &p.signals {
-                        if !supported.contains(s) {
-                            err(
-                                path.clone(),
-                                format!(
-                                    "{} {name:?} (type {ty}) cannot carry {s}; it supports {}",
-                                    singular(kind),
-                                    supported.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-                                ),
-                            );
+        let mut check =
+            |kind: &str, i: usize, name: &str, found: Option<(&'static str, &'static [Signal])>| {
+                let path = at(&base, kind, i);
+                match found {
+                    None => err(
+                        path,
+                        format!(
+                            "{} {name:?} is not defined; add a [{kind}.{name}] table",
+                            singular(kind)
+                        ),
+                    ),
+                    Some((ty, supported)) => {
+                        for s in &p.signals {
+                            if !supported.contains(s) {
+                                err(
+                                    path.clone(),
+                                    format!(
+                                        "{} {name:?} (type {ty}) cannot carry {s}; it supports {}",
+                                        singular(kind),
+                                        supported
+                                            .iter()
+                                            .map(|s| s.as_str())
+                                            .collect::<Vec<_>>()
+                                            .join(", ")
+                                    ),
+                                );
+                            }
                         }
                     }
                 }
-            }
-        };
+            };
         for (i, r) in p.receivers.iter().enumerate() {
-            check("receivers", i, r, cfg.receivers.get(r).map(|c| (c.kind(), c.signals())));
+            check(
+                "receivers",
+                i,
+                r,
+                cfg.receivers.get(r).map(|c| (c.kind(), c.signals())),
+            );
         }
         for (i, r) in p.processors.iter().enumerate() {
-            check("processors", i, r, cfg.processors.get(r).map(|c| (c.kind(), c.signals())));
+            check(
+                "processors",
+                i,
+                r,
+                cfg.processors.get(r).map(|c| (c.kind(), c.signals())),
+            );
         }
         for (i, r) in p.exporters.iter().enumerate() {
-            check("exporters", i, r, cfg.exporters.get(r).map(|c| (c.kind(), c.signals())));
+            check(
+                "exporters",
+                i,
+                r,
+                cfg.exporters.get(r).map(|c| (c.kind(), c.signals())),
+            );
         }
         let batches: Vec<usize> = p
             .processors
@@ -174,7 +232,10 @@ pub(crate) fn validate(cfg: &Config, src: &Source) -> Result<(), Vec<ConfigError
             .map(|(i, _)| i)
             .collect();
         if batches.len() > 1 {
-            err(at(&base, "processors", batches[1]), "a pipeline may hold at most one batch processor".into());
+            err(
+                at(&base, "processors", batches[1]),
+                "a pipeline may hold at most one batch processor".into(),
+            );
         }
         for kind in ["receivers", "processors", "exporters"] {
             let list = match kind {
@@ -184,7 +245,10 @@ pub(crate) fn validate(cfg: &Config, src: &Source) -> Result<(), Vec<ConfigError
             };
             for (i, n) in list.iter().enumerate() {
                 if list[..i].contains(n) {
-                    err(at(&base, kind, i), format!("{} {n:?} is listed twice", singular(kind)));
+                    err(
+                        at(&base, kind, i),
+                        format!("{} {n:?} is listed twice", singular(kind)),
+                    );
                 }
             }
         }

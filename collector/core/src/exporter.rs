@@ -30,12 +30,20 @@ pub struct ExportError {
 impl ExportError {
     /// A failure worth retrying.
     pub fn retryable(message: impl Into<String>) -> Self {
-        Self { retryable: true, message: message.into(), retry_after: None }
+        Self {
+            retryable: true,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 
     /// A failure that will not go away by retrying (bad data, schema mismatch).
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self { retryable: false, message: message.into(), retry_after: None }
+        Self {
+            retryable: false,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 }
 
@@ -79,7 +87,9 @@ impl ExporterQueue {
     pub async fn enqueue(&self, data: Telemetry, items: u64) -> bool {
         let signal = data.signal();
         // A batch larger than the whole queue takes the whole queue rather than waiting forever.
-        let want = u32::try_from(items).unwrap_or(u32::MAX).clamp(1, self.max_items);
+        let want = u32::try_from(items)
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.max_items);
         let permit = match self.when_full {
             WhenFull::Block => self.room.acquire_many(want).await.ok(),
             WhenFull::Drop => self.room.try_acquire_many(want).ok(),
@@ -91,7 +101,15 @@ impl ExporterQueue {
         };
         permit.forget();
         self.queued.get(signal).inc_by(items as i64);
-        if self.tx.send(Queued { data, items, permits: want }).is_err() {
+        if self
+            .tx
+            .send(Queued {
+                data,
+                items,
+                permits: want,
+            })
+            .is_err()
+        {
             self.queued.get(signal).dec_by(items as i64);
             self.room.add_permits(want as usize);
             return false;
@@ -120,7 +138,9 @@ pub fn spawn_exporter(
     metrics: &Metrics,
 ) -> (ExporterQueue, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Queued>();
-    let max_items = u32::try_from(queue.max_items).unwrap_or(u32::MAX).min(Semaphore::MAX_PERMITS as u32);
+    let max_items = u32::try_from(queue.max_items)
+        .unwrap_or(u32::MAX)
+        .min(Semaphore::MAX_PERMITS as u32);
     let room = Arc::new(Semaphore::new(max_items as usize));
     let queued = PerSignal::new(|s| metrics.exporter_queue(name, s));
     let handle = ExporterQueue {
@@ -188,7 +208,10 @@ async fn export_with_retry(
                 err.message
             )));
         }
-        let pause = err.retry_after.unwrap_or(wait).min(retry.max_interval.0.max(wait));
+        let pause = err
+            .retry_after
+            .unwrap_or(wait)
+            .min(retry.max_interval.0.max(wait));
         tracing::warn!(exporter = %name, attempt, error = %err.message, retry_in = ?pause, "export failed; will retry");
         tokio::time::sleep(pause).await;
         wait = (wait * 2).min(retry.max_interval.0);

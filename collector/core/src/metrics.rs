@@ -59,7 +59,10 @@ pub struct Metrics {
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }
 
 impl Default for Metrics {
@@ -96,7 +99,11 @@ impl Metrics {
             "Requests refused to clients, by reason (counts undecodable requests whose items are unknown)",
             receiver_refused_requests.clone(),
         );
-        registry.register("sluice_exporter_sent_items", "Items delivered by exporters", exporter_sent.clone());
+        registry.register(
+            "sluice_exporter_sent_items",
+            "Items delivered by exporters",
+            exporter_sent.clone(),
+        );
         registry.register(
             "sluice_exporter_failed_items",
             "Items an exporter gave up on (also counted in sluice_dropped_items_total)",
@@ -107,13 +114,21 @@ impl Metrics {
             "Items waiting in or being sent from an exporter queue",
             exporter_queue.clone(),
         );
-        registry.register("sluice_exporter_load", "Exporter load (1.0 = at capacity)", exporter_load.clone());
+        registry.register(
+            "sluice_exporter_load",
+            "Exporter load (1.0 = at capacity)",
+            exporter_load.clone(),
+        );
         registry.register(
             "sluice_pipeline_queue_items",
             "Items accepted by a pipeline and not yet handed to its exporters",
             pipeline_queue.clone(),
         );
-        registry.register("sluice_dropped_items", "Items dropped, by component and reason", dropped.clone());
+        registry.register(
+            "sluice_dropped_items",
+            "Items dropped, by component and reason",
+            dropped.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             receiver_accepted,
@@ -139,54 +154,84 @@ impl Metrics {
     /// `sluice_receiver_accepted_items_total{receiver,signal}`.
     pub fn receiver_accepted(&self, receiver: &str, signal: Signal) -> Counter {
         self.receiver_accepted
-            .get_or_create(&labels(&[("receiver", receiver), ("signal", signal.as_str())]))
+            .get_or_create(&labels(&[
+                ("receiver", receiver),
+                ("signal", signal.as_str()),
+            ]))
             .clone()
     }
 
     /// `sluice_receiver_refused_items_total{receiver,signal,reason}`.
     pub fn receiver_refused(&self, receiver: &str, signal: Signal, reason: &str) -> Counter {
         self.receiver_refused
-            .get_or_create(&labels(&[("receiver", receiver), ("signal", signal.as_str()), ("reason", reason)]))
+            .get_or_create(&labels(&[
+                ("receiver", receiver),
+                ("signal", signal.as_str()),
+                ("reason", reason),
+            ]))
             .clone()
     }
 
     /// `sluice_receiver_refused_requests_total{receiver,signal,reason}`.
-    pub fn receiver_refused_requests(&self, receiver: &str, signal: Signal, reason: &str) -> Counter {
+    pub fn receiver_refused_requests(
+        &self,
+        receiver: &str,
+        signal: Signal,
+        reason: &str,
+    ) -> Counter {
         self.receiver_refused_requests
-            .get_or_create(&labels(&[("receiver", receiver), ("signal", signal.as_str()), ("reason", reason)]))
+            .get_or_create(&labels(&[
+                ("receiver", receiver),
+                ("signal", signal.as_str()),
+                ("reason", reason),
+            ]))
             .clone()
     }
 
     /// `sluice_exporter_sent_items_total{exporter,signal}`.
     pub fn exporter_sent(&self, exporter: &str, signal: Signal) -> Counter {
         self.exporter_sent
-            .get_or_create(&labels(&[("exporter", exporter), ("signal", signal.as_str())]))
+            .get_or_create(&labels(&[
+                ("exporter", exporter),
+                ("signal", signal.as_str()),
+            ]))
             .clone()
     }
 
     /// `sluice_exporter_failed_items_total{exporter,signal}`.
     pub fn exporter_failed(&self, exporter: &str, signal: Signal) -> Counter {
         self.exporter_failed
-            .get_or_create(&labels(&[("exporter", exporter), ("signal", signal.as_str())]))
+            .get_or_create(&labels(&[
+                ("exporter", exporter),
+                ("signal", signal.as_str()),
+            ]))
             .clone()
     }
 
     /// `sluice_exporter_queue_items{exporter,signal}`.
     pub fn exporter_queue(&self, exporter: &str, signal: Signal) -> Gauge {
         self.exporter_queue
-            .get_or_create(&labels(&[("exporter", exporter), ("signal", signal.as_str())]))
+            .get_or_create(&labels(&[
+                ("exporter", exporter),
+                ("signal", signal.as_str()),
+            ]))
             .clone()
     }
 
     /// `sluice_exporter_load{exporter}`.
     pub fn exporter_load(&self, exporter: &str) -> FloatGauge {
-        self.exporter_load.get_or_create(&labels(&[("exporter", exporter)])).clone()
+        self.exporter_load
+            .get_or_create(&labels(&[("exporter", exporter)]))
+            .clone()
     }
 
     /// `sluice_pipeline_queue_items{pipeline,signal}`.
     pub fn pipeline_queue(&self, pipeline: &str, signal: Signal) -> Gauge {
         self.pipeline_queue
-            .get_or_create(&labels(&[("pipeline", pipeline), ("signal", signal.as_str())]))
+            .get_or_create(&labels(&[
+                ("pipeline", pipeline),
+                ("signal", signal.as_str()),
+            ]))
             .clone()
     }
 

@@ -68,7 +68,12 @@ impl PipelineInput {
 
     /// Hands `data` to every pipeline that carries its signal, or to none: room is reserved in all
     /// of them (waiting at most `timeout`) before anything is sent, so a refusal never duplicates.
-    pub async fn send(&self, data: Telemetry, items: u64, timeout: Duration) -> Result<(), SendError> {
+    pub async fn send(
+        &self,
+        data: Telemetry,
+        items: u64,
+        timeout: Duration,
+    ) -> Result<(), SendError> {
         let signal = data.signal();
         let routes = &self.routes[signal.index()];
         if routes.is_empty() {
@@ -79,12 +84,16 @@ impl PipelineInput {
         for r in routes {
             let permit = match r.tx.try_reserve() {
                 Ok(p) => p,
-                Err(mpsc::error::TrySendError::Closed(())) => return Err(SendError::Closed(r.name.clone())),
-                Err(mpsc::error::TrySendError::Full(())) => match tokio::time::timeout_at(deadline, r.tx.reserve()).await {
-                    Ok(Ok(p)) => p,
-                    Ok(Err(_)) => return Err(SendError::Closed(r.name.clone())),
-                    Err(_) => return Err(SendError::Full(r.name.clone())),
-                },
+                Err(mpsc::error::TrySendError::Closed(())) => {
+                    return Err(SendError::Closed(r.name.clone()))
+                }
+                Err(mpsc::error::TrySendError::Full(())) => {
+                    match tokio::time::timeout_at(deadline, r.tx.reserve()).await {
+                        Ok(Ok(p)) => p,
+                        Ok(Err(_)) => return Err(SendError::Closed(r.name.clone())),
+                        Err(_) => return Err(SendError::Full(r.name.clone())),
+                    }
+                }
             };
             permits.push((permit, &r.queued));
         }
@@ -92,11 +101,7 @@ impl PipelineInput {
         let mut data = Some(data);
         for (i, (permit, queued)) in permits.into_iter().enumerate() {
             queued.get(signal).inc_by(items as i64);
-            let d = if i == last {
-                data.take()
-            } else {
-                data.clone()
-            };
+            let d = if i == last { data.take() } else { data.clone() };
             if let Some(d) = d {
                 permit.send(Envelope { data: d, items });
             }

@@ -18,7 +18,7 @@ pub enum Telemetry {
     /// Log records.
     Logs(ExportLogsServiceRequest),
     /// Profiles (OTLP `v1development`).
-    Profiles(ExportProfilesServiceRequest),
+    Profiles(Box<ExportProfilesServiceRequest>),
 }
 
 impl Telemetry {

@@ -16,7 +16,11 @@ pub struct BlackholeExporter {
 impl BlackholeExporter {
     /// Builds it from settings.
     pub fn new(cfg: &BlackholeExporterConfig) -> Self {
-        Self { max_rate: cfg.max_rate, latency: cfg.latency.map(|d| d.0), next_free: Mutex::new(None) }
+        Self {
+            max_rate: cfg.max_rate,
+            latency: cfg.latency.map(|d| d.0),
+            next_free: Mutex::new(None),
+        }
     }
 }
 

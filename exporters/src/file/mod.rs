@@ -55,7 +55,9 @@ impl FileExporter {
         let path = self.current_path(signal);
         if let Some(open) = slot {
             if open.size > 0 && open.size + line.len() as u64 + 1 > self.max_file_size {
-                open.writer.flush().map_err(|e| io_err("cannot flush", &path, e))?;
+                open.writer
+                    .flush()
+                    .map_err(|e| io_err("cannot flush", &path, e))?;
                 *slot = None;
                 self.rotate(signal, &path)?;
             }
@@ -67,7 +69,10 @@ impl FileExporter {
                 .open(&path)
                 .map_err(|e| io_err("cannot open", &path, e))?;
             let size = f.metadata().map(|m| m.len()).unwrap_or(0);
-            *slot = Some(Open { writer: BufWriter::with_capacity(256 * 1024, f), size });
+            *slot = Some(Open {
+                writer: BufWriter::with_capacity(256 * 1024, f),
+                size,
+            });
         }
         let Some(open) = slot else {
             return Err(ExportError::retryable("file not open"));
@@ -86,9 +91,14 @@ impl FileExporter {
     }
 
     fn rotate(&self, signal: Signal, current: &Path) -> Result<(), ExportError> {
-        let millis = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        let millis = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
         let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let rotated = self.dir.join(format!("{}-{millis:013}-{seq:06}.jsonl", signal.as_str()));
+        let rotated = self
+            .dir
+            .join(format!("{}-{millis:013}-{seq:06}.jsonl", signal.as_str()));
         fs::rename(current, &rotated).map_err(|e| io_err("cannot rotate", current, e))?;
         let prefix = format!("{}-", signal.as_str());
         let mut old: Vec<PathBuf> = fs::read_dir(&self.dir)
@@ -125,7 +135,9 @@ impl Exporter for FileExporter {
         Box::pin(async move {
             let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
             for open in files.iter_mut().flatten() {
-                open.writer.flush().map_err(|e| io_err("cannot flush", &self.dir, e))?;
+                open.writer
+                    .flush()
+                    .map_err(|e| io_err("cannot flush", &self.dir, e))?;
                 let _ = open.writer.get_ref().sync_all();
             }
             Ok(())

@@ -6,7 +6,10 @@ use sluice_config::{ByteSize, QueueConfig, RetryConfig};
 fn logs(n: usize) -> Telemetry {
     Telemetry::Logs(ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
-            scope_logs: vec![ScopeLogs { log_records: vec![LogRecord::default(); n], ..Default::default() }],
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![LogRecord::default(); n],
+                ..Default::default()
+            }],
             ..Default::default()
         }],
     })
@@ -39,7 +42,13 @@ async fn writes_lines_and_rotates_keeping_max_files() {
         assert!(text.len() <= 2048, "{n} is {} bytes", text.len());
         for line in text.lines() {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            assert_eq!(v["resourceLogs"][0]["scopeLogs"][0]["logRecords"].as_array().unwrap().len(), 10);
+            assert_eq!(
+                v["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+                    .as_array()
+                    .unwrap()
+                    .len(),
+                10
+            );
         }
     }
 }

@@ -25,8 +25,17 @@ pub enum OtlpExporterError {
 }
 
 enum Transport {
-    Grpc { channel: Channel, metadata: MetadataMap, encoding: Option<CompressionEncoding> },
-    Http { client: reqwest::Client, base: String, headers: reqwest::header::HeaderMap, compression: Compression },
+    Grpc {
+        channel: Channel,
+        metadata: MetadataMap,
+        encoding: Option<CompressionEncoding>,
+    },
+    Http {
+        client: reqwest::Client,
+        base: String,
+        headers: reqwest::header::HeaderMap,
+        compression: Compression,
+    },
 }
 
 /// Forwards batches over OTLP.
@@ -49,7 +58,8 @@ impl OtlpExporter {
                 for (k, v) in &cfg.headers {
                     let key = MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
                         .map_err(|_| OtlpExporterError::Header(k.clone()))?;
-                    let val = MetadataValue::try_from(v.as_str()).map_err(|_| OtlpExporterError::Header(k.clone()))?;
+                    let val = MetadataValue::try_from(v.as_str())
+                        .map_err(|_| OtlpExporterError::Header(k.clone()))?;
                     metadata.insert(key, val);
                 }
                 let encoding = match cfg.compression {
@@ -57,18 +67,25 @@ impl OtlpExporter {
                     Compression::Zstd => Some(CompressionEncoding::Zstd),
                     Compression::None => None,
                 };
-                Transport::Grpc { channel: endpoint.connect_lazy(), metadata, encoding }
+                Transport::Grpc {
+                    channel: endpoint.connect_lazy(),
+                    metadata,
+                    encoding,
+                }
             }
             OtlpProtocol::Http => {
                 let client = reqwest::Client::builder()
                     .timeout(timeout)
                     .build()
-                    .map_err(|e| OtlpExporterError::Endpoint(cfg.endpoint.clone(), e.to_string()))?;
+                    .map_err(|e| {
+                        OtlpExporterError::Endpoint(cfg.endpoint.clone(), e.to_string())
+                    })?;
                 let mut headers = reqwest::header::HeaderMap::new();
                 for (k, v) in &cfg.headers {
                     let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
                         .map_err(|_| OtlpExporterError::Header(k.clone()))?;
-                    let val = reqwest::header::HeaderValue::from_str(v).map_err(|_| OtlpExporterError::Header(k.clone()))?;
+                    let val = reqwest::header::HeaderValue::from_str(v)
+                        .map_err(|_| OtlpExporterError::Header(k.clone()))?;
                     headers.insert(name, val);
                 }
                 Transport::Http {
@@ -113,7 +130,10 @@ fn compress(body: Vec<u8>, c: Compression) -> Result<(Vec<u8>, Option<&'static s
     match c {
         Compression::None => Ok((body, None)),
         Compression::Gzip => {
-            let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
+            let mut enc = flate2::write::GzEncoder::new(
+                Vec::with_capacity(body.len() / 4),
+                flate2::Compression::fast(),
+            );
             enc.write_all(&body).map_err(fail)?;
             Ok((enc.finish().map_err(fail)?, Some("gzip")))
         }
@@ -125,10 +145,15 @@ impl Exporter for OtlpExporter {
     fn export<'a>(&'a self, batch: &'a Telemetry) -> BoxFuture<'a, Result<(), ExportError>> {
         Box::pin(async move {
             match &self.transport {
-                Transport::Grpc { channel, metadata, encoding } => {
+                Transport::Grpc {
+                    channel,
+                    metadata,
+                    encoding,
+                } => {
                     macro_rules! call {
                         ($client:ident, $req:expr) => {{
-                            let mut c = $client::new(channel.clone()).max_decoding_message_size(64 << 20);
+                            let mut c =
+                                $client::new(channel.clone()).max_decoding_message_size(64 << 20);
                             if let Some(e) = encoding {
                                 c = c.send_compressed(*e).accept_compressed(*e);
                             }
@@ -141,10 +166,15 @@ impl Exporter for OtlpExporter {
                         Telemetry::Traces(r) => call!(TraceServiceClient, r),
                         Telemetry::Metrics(r) => call!(MetricsServiceClient, r),
                         Telemetry::Logs(r) => call!(LogsServiceClient, r),
-                        Telemetry::Profiles(r) => call!(ProfilesServiceClient, r),
+                        Telemetry::Profiles(r) => call!(ProfilesServiceClient, r.as_ref()),
                     }
                 }
-                Transport::Http { client, base, headers, compression } => {
+                Transport::Http {
+                    client,
+                    base,
+                    headers,
+                    compression,
+                } => {
                     let (body, enc) = compress(batch.encode_protobuf(), *compression)?;
                     let mut req = client
                         .post(format!("{base}{}", http_path(batch.signal())))
@@ -154,7 +184,10 @@ impl Exporter for OtlpExporter {
                     if let Some(enc) = enc {
                         req = req.header(reqwest::header::CONTENT_ENCODING, enc);
                     }
-                    let resp = req.send().await.map_err(|e| ExportError::retryable(format!("HTTP request failed: {e}")))?;
+                    let resp = req
+                        .send()
+                        .await
+                        .map_err(|e| ExportError::retryable(format!("HTTP request failed: {e}")))?;
                     let status = resp.status();
                     if status.is_success() {
                         return Ok(());
@@ -166,7 +199,10 @@ impl Exporter for OtlpExporter {
                         .and_then(|v| v.trim().parse::<u64>().ok())
                         .map(Duration::from_secs);
                     let text = resp.text().await.unwrap_or_default();
-                    let message = format!("HTTP {status}: {}", text.chars().take(512).collect::<String>());
+                    let message = format!(
+                        "HTTP {status}: {}",
+                        text.chars().take(512).collect::<String>()
+                    );
                     let mut err = match status.as_u16() {
                         429 | 502 | 503 | 504 => ExportError::retryable(message),
                         _ => ExportError::permanent(message),

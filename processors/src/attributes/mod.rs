@@ -15,7 +15,11 @@ impl AttributesProcessor {
     /// Builds the processor from validated settings.
     pub fn new(cfg: &AttributesConfig) -> Self {
         Self {
-            actions: cfg.actions.iter().map(|a| (a.key.clone(), a.action, a.value.clone())).collect(),
+            actions: cfg
+                .actions
+                .iter()
+                .map(|a| (a.key.clone(), a.action, a.value.clone()))
+                .collect(),
         }
     }
 
@@ -23,15 +27,25 @@ impl AttributesProcessor {
         for (key, action, value) in &self.actions {
             let pos = attrs.iter().position(|kv| &kv.key == key);
             let new_value = || {
-                Some(AnyValue { value: Some(any_value::Value::StringValue(value.clone().unwrap_or_default())) })
+                Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(
+                        value.clone().unwrap_or_default(),
+                    )),
+                })
             };
             match (action, pos) {
                 (AttributeActionKind::Delete, Some(i)) => {
                     attrs.remove(i);
                 }
-                (AttributeActionKind::Update | AttributeActionKind::Upsert, Some(i)) => attrs[i].value = new_value(),
+                (AttributeActionKind::Update | AttributeActionKind::Upsert, Some(i)) => {
+                    attrs[i].value = new_value()
+                }
                 (AttributeActionKind::Insert | AttributeActionKind::Upsert, None) => {
-                    attrs.push(KeyValue { key: key.clone(), value: new_value(), ..Default::default() })
+                    attrs.push(KeyValue {
+                        key: key.clone(),
+                        value: new_value(),
+                        ..Default::default()
+                    })
                 }
                 _ => {}
             }
@@ -62,15 +76,26 @@ impl Processor for AttributesProcessor {
                     .flat_map(|sm| sm.metrics.iter_mut())
                 {
                     match &mut m.data {
-                        Some(Data::Gauge(g)) => g.data_points.iter_mut().for_each(|p| self.apply(&mut p.attributes)),
-                        Some(Data::Sum(g)) => g.data_points.iter_mut().for_each(|p| self.apply(&mut p.attributes)),
-                        Some(Data::Histogram(g)) => {
-                            g.data_points.iter_mut().for_each(|p| self.apply(&mut p.attributes))
-                        }
-                        Some(Data::ExponentialHistogram(g)) => {
-                            g.data_points.iter_mut().for_each(|p| self.apply(&mut p.attributes))
-                        }
-                        Some(Data::Summary(g)) => g.data_points.iter_mut().for_each(|p| self.apply(&mut p.attributes)),
+                        Some(Data::Gauge(g)) => g
+                            .data_points
+                            .iter_mut()
+                            .for_each(|p| self.apply(&mut p.attributes)),
+                        Some(Data::Sum(g)) => g
+                            .data_points
+                            .iter_mut()
+                            .for_each(|p| self.apply(&mut p.attributes)),
+                        Some(Data::Histogram(g)) => g
+                            .data_points
+                            .iter_mut()
+                            .for_each(|p| self.apply(&mut p.attributes)),
+                        Some(Data::ExponentialHistogram(g)) => g
+                            .data_points
+                            .iter_mut()
+                            .for_each(|p| self.apply(&mut p.attributes)),
+                        Some(Data::Summary(g)) => g
+                            .data_points
+                            .iter_mut()
+                            .for_each(|p| self.apply(&mut p.attributes)),
                         None => {}
                     }
                 }
@@ -91,16 +116,34 @@ mod tests {
     fn insert_update_upsert_delete() {
         let p = AttributesProcessor::new(&AttributesConfig {
             actions: vec![
-                AttributeAction { key: "env".into(), action: AttributeActionKind::Insert, value: Some("prod".into()) },
-                AttributeAction { key: "keep".into(), action: AttributeActionKind::Insert, value: Some("no".into()) },
-                AttributeAction { key: "secret".into(), action: AttributeActionKind::Delete, value: None },
-                AttributeAction { key: "absent".into(), action: AttributeActionKind::Update, value: Some("x".into()) },
+                AttributeAction {
+                    key: "env".into(),
+                    action: AttributeActionKind::Insert,
+                    value: Some("prod".into()),
+                },
+                AttributeAction {
+                    key: "keep".into(),
+                    action: AttributeActionKind::Insert,
+                    value: Some("no".into()),
+                },
+                AttributeAction {
+                    key: "secret".into(),
+                    action: AttributeActionKind::Delete,
+                    value: None,
+                },
+                AttributeAction {
+                    key: "absent".into(),
+                    action: AttributeActionKind::Update,
+                    value: Some("x".into()),
+                },
             ],
         });
         let kv = |k: &str, v: &str| KeyValue {
             key_strindex: 0,
             key: k.into(),
-            value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(v.into())),
+            }),
         };
         let mut attrs = vec![kv("keep", "yes"), kv("secret", "s")];
         p.apply(&mut attrs);

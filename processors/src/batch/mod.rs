@@ -41,7 +41,11 @@ impl Batcher {
         let slot = &mut self.buffers[signal.index()];
         match slot {
             None => {
-                *slot = Some(Buffer { data, items, deadline: now + self.timeout });
+                *slot = Some(Buffer {
+                    data,
+                    items,
+                    deadline: now + self.timeout,
+                });
             }
             Some(buf) => {
                 if let Err(other) = buf.data.try_merge(data) {
@@ -52,7 +56,10 @@ impl Batcher {
             }
         }
         match slot {
-            Some(buf) if buf.items >= self.max_items => slot.take().map(|b| vec![(b.data, b.items)]).unwrap_or_default(),
+            Some(buf) if buf.items >= self.max_items => slot
+                .take()
+                .map(|b| vec![(b.data, b.items)])
+                .unwrap_or_default(),
             _ => Vec::new(),
         }
     }
@@ -77,7 +84,11 @@ impl Batcher {
 
     /// Takes every buffer (shutdown).
     pub fn flush_all(&mut self) -> Vec<(Telemetry, u64)> {
-        self.buffers.iter_mut().filter_map(Option::take).map(|b| (b.data, b.items)).collect()
+        self.buffers
+            .iter_mut()
+            .filter_map(Option::take)
+            .map(|b| (b.data, b.items))
+            .collect()
     }
 
     /// Items currently buffered.

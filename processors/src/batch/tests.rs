@@ -6,14 +6,20 @@ use sluice_config::HumanDuration;
 fn spans(n: usize) -> Telemetry {
     Telemetry::Traces(ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans { spans: vec![Span::default(); n], ..Default::default() }],
+            scope_spans: vec![ScopeSpans {
+                spans: vec![Span::default(); n],
+                ..Default::default()
+            }],
             ..Default::default()
         }],
     })
 }
 
 fn batcher(max: usize) -> Batcher {
-    Batcher::new(&BatchConfig { max_items: max, timeout: HumanDuration::from_millis(100) })
+    Batcher::new(&BatchConfig {
+        max_items: max,
+        timeout: HumanDuration::from_millis(100),
+    })
 }
 
 #[test]

@@ -39,8 +39,16 @@ impl Encoding {
 }
 
 /// Decompresses `body`, refusing to produce more than `limit` bytes (a zip bomb gets 413, not OOM).
-pub fn decompress(body: bytes::Bytes, enc: Encoding, limit: usize) -> Result<bytes::Bytes, IngestError> {
-    let too_large = || IngestError::TooLarge(format!("decompressed body exceeds max_request_size ({limit} bytes)"));
+pub fn decompress(
+    body: bytes::Bytes,
+    enc: Encoding,
+    limit: usize,
+) -> Result<bytes::Bytes, IngestError> {
+    let too_large = || {
+        IngestError::TooLarge(format!(
+            "decompressed body exceeds max_request_size ({limit} bytes)"
+        ))
+    };
     let mut out = Vec::new();
     let res = match enc {
         Encoding::Identity => return Ok(body),
@@ -55,25 +63,35 @@ pub fn decompress(body: bytes::Bytes, enc: Encoding, limit: usize) -> Result<byt
     match res {
         Ok(_) if out.len() > limit => Err(too_large()),
         Ok(_) => Ok(out.into()),
-        Err(e) => Err(IngestError::Malformed(format!("cannot decompress {enc:?} body: {e}"))),
+        Err(e) => Err(IngestError::Malformed(format!(
+            "cannot decompress {enc:?} body: {e}"
+        ))),
     }
 }
 
 /// Decodes an OTLP protobuf request of `signal`.
 pub fn decode_protobuf(signal: Signal, body: &[u8]) -> Result<Telemetry, IngestError> {
-    let bad = |e: prost::DecodeError| IngestError::Malformed(format!("invalid OTLP protobuf {signal} request: {e}"));
+    let bad = |e: prost::DecodeError| {
+        IngestError::Malformed(format!("invalid OTLP protobuf {signal} request: {e}"))
+    };
     Ok(match signal {
         Signal::Traces => Telemetry::Traces(ExportTraceServiceRequest::decode(body).map_err(bad)?),
-        Signal::Metrics => Telemetry::Metrics(ExportMetricsServiceRequest::decode(body).map_err(bad)?),
+        Signal::Metrics => {
+            Telemetry::Metrics(ExportMetricsServiceRequest::decode(body).map_err(bad)?)
+        }
         Signal::Logs => Telemetry::Logs(ExportLogsServiceRequest::decode(body).map_err(bad)?),
-        Signal::Profiles => Telemetry::Profiles(ExportProfilesServiceRequest::decode(body).map_err(bad)?),
+        Signal::Profiles => Telemetry::Profiles(Box::new(
+            ExportProfilesServiceRequest::decode(body).map_err(bad)?,
+        )),
     })
 }
 
 /// Decodes an OTLP/JSON request of `signal`, accepting the spec's quirks: hex ids in either case,
 /// 64-bit integers as strings or numbers, enums as names or numbers.
 pub fn decode_json(signal: Signal, body: &[u8]) -> Result<Telemetry, IngestError> {
-    let bad = |e: serde_json::Error| IngestError::Malformed(format!("invalid OTLP/JSON {signal} request: {e}"));
+    let bad = |e: serde_json::Error| {
+        IngestError::Malformed(format!("invalid OTLP/JSON {signal} request: {e}"))
+    };
     let mut value: Value = serde_json::from_slice(body).map_err(bad)?;
     if !value.is_object() {
         return Err(IngestError::Malformed(format!(
@@ -85,7 +103,9 @@ pub fn decode_json(signal: Signal, body: &[u8]) -> Result<Telemetry, IngestError
         Signal::Traces => Telemetry::Traces(serde_json::from_value(value).map_err(bad)?),
         Signal::Metrics => Telemetry::Metrics(serde_json::from_value(value).map_err(bad)?),
         Signal::Logs => Telemetry::Logs(serde_json::from_value(value).map_err(bad)?),
-        Signal::Profiles => Telemetry::Profiles(serde_json::from_value(value).map_err(bad)?),
+        Signal::Profiles => {
+            Telemetry::Profiles(Box::new(serde_json::from_value(value).map_err(bad)?))
+        }
     })
 }
 
@@ -97,7 +117,9 @@ fn normalize_enums(v: &mut Value) -> Result<(), IngestError> {
                 let lookup: Option<fn(&str) -> Option<i32>> = match k.as_str() {
                     "kind" => Some(|s| SpanKind::from_str_name(s).map(|e| e as i32)),
                     "code" => Some(|s| StatusCode::from_str_name(s).map(|e| e as i32)),
-                    "severityNumber" => Some(|s| SeverityNumber::from_str_name(s).map(|e| e as i32)),
+                    "severityNumber" => {
+                        Some(|s| SeverityNumber::from_str_name(s).map(|e| e as i32))
+                    }
                     "aggregationTemporality" => {
                         Some(|s| AggregationTemporality::from_str_name(s).map(|e| e as i32))
                     }
@@ -106,7 +128,9 @@ fn normalize_enums(v: &mut Value) -> Result<(), IngestError> {
                 match (lookup, &*val) {
                     (Some(f), Value::String(s)) => {
                         let n = f(s).or_else(|| s.parse::<i32>().ok()).ok_or_else(|| {
-                            IngestError::Malformed(format!("invalid OTLP/JSON: unknown value {s:?} for enum field {k:?}"))
+                            IngestError::Malformed(format!(
+                                "invalid OTLP/JSON: unknown value {s:?} for enum field {k:?}"
+                            ))
                         })?;
                         *val = Value::from(n);
                     }
@@ -135,7 +159,9 @@ mod tests {
             "name":"x","kind":"SPAN_KIND_SERVER","startTimeUnixNano":"1544712660000000000",
             "endTimeUnixNano":1544712661000000000,"status":{"code":2},
             "attributes":[{"key":"n","value":{"intValue":"42"}}]}]}]}]}"#;
-        let Telemetry::Traces(t) = decode_json(Signal::Traces, body).unwrap() else { panic!() };
+        let Telemetry::Traces(t) = decode_json(Signal::Traces, body).unwrap() else {
+            panic!()
+        };
         let s = &t.resource_spans[0].scope_spans[0].spans[0];
         assert_eq!(s.trace_id[0], 0x5b);
         assert_eq!(s.kind, 2);
@@ -146,8 +172,16 @@ mod tests {
 
     #[test]
     fn rejects_bad_enum_and_hex() {
-        assert!(decode_json(Signal::Traces, br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"kind":"NOPE"}]}]}]}"#).is_err());
-        assert!(decode_json(Signal::Traces, br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]}"#).is_err());
+        assert!(decode_json(
+            Signal::Traces,
+            br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"kind":"NOPE"}]}]}]}"#
+        )
+        .is_err());
+        assert!(decode_json(
+            Signal::Traces,
+            br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]}"#
+        )
+        .is_err());
     }
 
     #[test]
@@ -156,6 +190,9 @@ mod tests {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         std::io::Write::write_all(&mut enc, &big).unwrap();
         let gz = enc.finish().unwrap();
-        assert!(matches!(decompress(gz.into(), Encoding::Gzip, 1000), Err(IngestError::TooLarge(_))));
+        assert!(matches!(
+            decompress(gz.into(), Encoding::Gzip, 1000),
+            Err(IngestError::TooLarge(_))
+        ));
     }
 }

@@ -1,25 +1,29 @@
 //! OTLP/gRPC: the four collector services on one tonic server.
 
-use super::ingest::{Ingest, IngestError, Partial};
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
+use super::ingest::{responses, Ingest, IngestError, Partial};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
 use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::profiles::v1development::profiles_service_server::{
     ProfilesService, ProfilesServiceServer,
 };
 use opentelemetry_proto::tonic::collector::profiles::v1development::{
-    ExportProfilesPartialSuccess, ExportProfilesServiceRequest, ExportProfilesServiceResponse,
+    ExportProfilesServiceRequest, ExportProfilesServiceResponse,
 };
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use sluice_core::Telemetry;
 use tokio::net::TcpListener;
@@ -56,12 +60,7 @@ impl TraceService for Grpc {
         req: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let p = self.run(Telemetry::Traces(req.into_inner())).await?;
-        Ok(Response::new(ExportTraceServiceResponse {
-            partial_success: (p.rejected > 0).then(|| ExportTracePartialSuccess {
-                rejected_spans: p.rejected as i64,
-                error_message: p.message,
-            }),
-        }))
+        Ok(Response::new(responses::traces(p)))
     }
 }
 
@@ -72,12 +71,7 @@ impl MetricsService for Grpc {
         req: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
         let p = self.run(Telemetry::Metrics(req.into_inner())).await?;
-        Ok(Response::new(ExportMetricsServiceResponse {
-            partial_success: (p.rejected > 0).then(|| ExportMetricsPartialSuccess {
-                rejected_data_points: p.rejected as i64,
-                error_message: p.message,
-            }),
-        }))
+        Ok(Response::new(responses::metrics(p)))
     }
 }
 
@@ -88,12 +82,7 @@ impl LogsService for Grpc {
         req: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
         let p = self.run(Telemetry::Logs(req.into_inner())).await?;
-        Ok(Response::new(ExportLogsServiceResponse {
-            partial_success: (p.rejected > 0).then(|| ExportLogsPartialSuccess {
-                rejected_log_records: p.rejected as i64,
-                error_message: p.message,
-            }),
-        }))
+        Ok(Response::new(responses::logs(p)))
     }
 }
 
@@ -103,27 +92,33 @@ impl ProfilesService for Grpc {
         &self,
         req: Request<ExportProfilesServiceRequest>,
     ) -> Result<Response<ExportProfilesServiceResponse>, Status> {
-        let p = self.run(Telemetry::Profiles(req.into_inner())).await?;
-        Ok(Response::new(ExportProfilesServiceResponse {
-            partial_success: (p.rejected > 0).then(|| ExportProfilesPartialSuccess {
-                rejected_profiles: p.rejected as i64,
-                error_message: p.message,
-            }),
-        }))
+        let p = self
+            .run(Telemetry::Profiles(Box::new(req.into_inner())))
+            .await?;
+        Ok(Response::new(responses::profiles(p)))
     }
 }
 
 /// tonic answers an over-limit message with OUT_OF_RANGE and an undecodable one with INTERNAL;
 /// OTLP clients expect RESOURCE_EXHAUSTED and INVALID_ARGUMENT (both: do not retry as is).
 fn client_errors_as_otlp_expects<B>(mut resp: http::Response<B>) -> http::Response<B> {
-    let msg = resp.headers().get("grpc-message").and_then(|m| m.to_str().ok()).unwrap_or("");
-    let rewrite = match resp.headers().get("grpc-status").and_then(|v| v.to_str().ok()) {
+    let msg = resp
+        .headers()
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        .unwrap_or("");
+    let rewrite = match resp
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+    {
         Some("11") if msg.contains("too%20large") || msg.contains("too large") => Some("8"),
         Some("13") if msg.contains("decode") => Some("3"),
         _ => None,
     };
     if let Some(code) = rewrite {
-        resp.headers_mut().insert("grpc-status", http::HeaderValue::from_static(code));
+        resp.headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static(code));
     }
     resp
 }
@@ -135,7 +130,9 @@ pub async fn serve(
     max_request_size: usize,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    let svc = Grpc { ingest: ingest.clone() };
+    let svc = Grpc {
+        ingest: ingest.clone(),
+    };
     macro_rules! server {
         ($s:ident) => {
             $s::new(svc.clone())
@@ -145,8 +142,11 @@ pub async fn serve(
                 .send_compressed(CompressionEncoding::Gzip)
         };
     }
-    let layer = tower::ServiceBuilder::new().map_response(client_errors_as_otlp_expects::<tonic::body::Body>);
-    let mut router = tonic::transport::Server::builder().layer(layer).add_routes(tonic::service::Routes::default());
+    let layer = tower::ServiceBuilder::new()
+        .map_response(client_errors_as_otlp_expects::<tonic::body::Body>);
+    let mut router = tonic::transport::Server::builder()
+        .layer(layer)
+        .add_routes(tonic::service::Routes::default());
     use sluice_core::Signal;
     if ingest.accepts(Signal::Traces) {
         router = router.add_service(server!(TraceServiceServer));
@@ -163,5 +163,7 @@ pub async fn serve(
     drop(svc);
     drop(ingest);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()).await
+    router
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .await
 }

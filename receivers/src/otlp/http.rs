@@ -1,21 +1,13 @@
 //! OTLP/HTTP: `/v1/traces`, `/v1/metrics`, `/v1/logs`, `/v1development/profiles`, protobuf or JSON.
 
 use super::decode::{decode_json, decode_protobuf, decompress, Encoding};
-use super::ingest::{Ingest, IngestError, Partial};
+use super::ingest::{responses, Ingest, IngestError, Partial};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceResponse};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::profiles::v1development::{
-    ExportProfilesPartialSuccess, ExportProfilesServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 use prost::Message;
 use sluice_core::Signal;
 use std::sync::Arc;
@@ -47,12 +39,24 @@ struct Shared {
 
 /// The OTLP/HTTP routes, for serving and for handler tests with `oneshot`.
 pub fn app(ingest: Ingest, max_request_size: usize) -> Router {
-    let shared = Arc::new(Shared { ingest, max_request_size });
+    let shared = Arc::new(Shared {
+        ingest,
+        max_request_size,
+    });
     Router::new()
-        .route("/v1/traces", post(|s, h, b| handle(s, h, b, Signal::Traces)))
-        .route("/v1/metrics", post(|s, h, b| handle(s, h, b, Signal::Metrics)))
+        .route(
+            "/v1/traces",
+            post(|s, h, b| handle(s, h, b, Signal::Traces)),
+        )
+        .route(
+            "/v1/metrics",
+            post(|s, h, b| handle(s, h, b, Signal::Metrics)),
+        )
         .route("/v1/logs", post(|s, h, b| handle(s, h, b, Signal::Logs)))
-        .route("/v1development/profiles", post(|s, h, b| handle(s, h, b, Signal::Profiles)))
+        .route(
+            "/v1development/profiles",
+            post(|s, h, b| handle(s, h, b, Signal::Profiles)),
+        )
         .with_state(shared)
 }
 
@@ -68,11 +72,22 @@ pub async fn serve(
         .await
 }
 
-async fn handle(State(st): State<Arc<Shared>>, headers: HeaderMap, body: Body, signal: Signal) -> Response {
+async fn handle(
+    State(st): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Body,
+    signal: Signal,
+) -> Response {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .unwrap_or_default();
     let format = match ct.as_str() {
         PROTOBUF => Format::Protobuf,
@@ -112,17 +127,25 @@ async fn decode_and_ingest(
         e
     };
     if !st.ingest.accepts(signal) {
-        return Err(refuse(IngestError::NoPipeline(format!("no pipeline accepts {signal} from this receiver"))));
+        return Err(refuse(IngestError::NoPipeline(format!(
+            "no pipeline accepts {signal} from this receiver"
+        ))));
     }
     let limit = st.max_request_size;
-    let enc = Encoding::from_header(headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()))
-        .map_err(refuse)?;
+    let enc = Encoding::from_header(
+        headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok()),
+    )
+    .map_err(refuse)?;
     let raw = axum::body::to_bytes(body, limit).await.map_err(|e| {
         let too_large = std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
             || e.to_string().contains("length limit");
         refuse(if too_large {
-            IngestError::TooLarge(format!("request body exceeds max_request_size ({limit} bytes)"))
+            IngestError::TooLarge(format!(
+                "request body exceeds max_request_size ({limit} bytes)"
+            ))
         } else {
             IngestError::Malformed(format!("cannot read request body: {e}"))
         })
@@ -137,25 +160,17 @@ async fn decode_and_ingest(
 }
 
 fn success(format: Format, signal: Signal, p: Partial) -> Response {
-    let rejected = p.rejected as i64;
-    let has = p.rejected > 0;
-    let message = p.message;
-    macro_rules! body {
-        ($resp:ident, $partial:ident, $field:ident) => {{
-            let r = $resp {
-                partial_success: has.then(|| $partial { $field: rejected, error_message: message.clone() }),
-            };
-            match format {
-                Format::Protobuf => r.encode_to_vec(),
-                Format::Json => serde_json::to_vec(&r).unwrap_or_else(|_| b"{}".to_vec()),
-            }
-        }};
+    fn encode<T: Message + serde::Serialize>(format: Format, r: T) -> Vec<u8> {
+        match format {
+            Format::Protobuf => r.encode_to_vec(),
+            Format::Json => serde_json::to_vec(&r).unwrap_or_else(|_| b"{}".to_vec()),
+        }
     }
     let bytes = match signal {
-        Signal::Traces => body!(ExportTraceServiceResponse, ExportTracePartialSuccess, rejected_spans),
-        Signal::Metrics => body!(ExportMetricsServiceResponse, ExportMetricsPartialSuccess, rejected_data_points),
-        Signal::Logs => body!(ExportLogsServiceResponse, ExportLogsPartialSuccess, rejected_log_records),
-        Signal::Profiles => body!(ExportProfilesServiceResponse, ExportProfilesPartialSuccess, rejected_profiles),
+        Signal::Traces => encode(format, responses::traces(p)),
+        Signal::Metrics => encode(format, responses::metrics(p)),
+        Signal::Logs => encode(format, responses::logs(p)),
+        Signal::Profiles => encode(format, responses::profiles(p)),
     };
     with_type(format, StatusCode::OK, bytes)
 }
@@ -167,14 +182,18 @@ fn error_response(format: Format, code: StatusCode, e: &IngestError) -> Response
         IngestError::NoPipeline(_) => 12,
         IngestError::Unavailable(_) => 14,
     };
-    let status = RpcStatus { code: grpc_code, message: e.to_string() };
+    let status = RpcStatus {
+        code: grpc_code,
+        message: e.to_string(),
+    };
     let bytes = match format {
         Format::Protobuf => status.encode_to_vec(),
         Format::Json => serde_json::to_vec(&status).unwrap_or_default(),
     };
     let mut resp = with_type(format, code, bytes);
     if code == StatusCode::SERVICE_UNAVAILABLE {
-        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     resp
 }
@@ -184,5 +203,10 @@ fn with_type(format: Format, code: StatusCode, bytes: Vec<u8>) -> Response {
         Format::Protobuf => PROTOBUF,
         Format::Json => JSON,
     };
-    (code, [(header::CONTENT_TYPE, HeaderValue::from_static(ct))], bytes).into_response()
+    (
+        code,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(ct))],
+        bytes,
+    )
+        .into_response()
 }

@@ -13,6 +13,75 @@ pub struct Partial {
     pub message: String,
 }
 
+impl Partial {
+    /// `(rejected, message)` when anything was rejected; OTLP leaves `partial_success` unset otherwise.
+    pub fn rejected(self) -> Option<(i64, String)> {
+        (self.rejected > 0).then(|| {
+            (
+                i64::try_from(self.rejected).unwrap_or(i64::MAX),
+                self.message,
+            )
+        })
+    }
+}
+
+/// The OTLP success responses, shared by gRPC and HTTP.
+pub mod responses {
+    use super::Partial;
+    use opentelemetry_proto::tonic::collector::logs::v1::{
+        ExportLogsPartialSuccess, ExportLogsServiceResponse,
+    };
+    use opentelemetry_proto::tonic::collector::metrics::v1::{
+        ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
+    };
+    use opentelemetry_proto::tonic::collector::profiles::v1development::{
+        ExportProfilesPartialSuccess, ExportProfilesServiceResponse,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTracePartialSuccess, ExportTraceServiceResponse,
+    };
+
+    /// Response to a traces export.
+    pub fn traces(p: Partial) -> ExportTraceServiceResponse {
+        ExportTraceServiceResponse {
+            partial_success: p.rejected().map(|(n, m)| ExportTracePartialSuccess {
+                rejected_spans: n,
+                error_message: m,
+            }),
+        }
+    }
+
+    /// Response to a metrics export.
+    pub fn metrics(p: Partial) -> ExportMetricsServiceResponse {
+        ExportMetricsServiceResponse {
+            partial_success: p.rejected().map(|(n, m)| ExportMetricsPartialSuccess {
+                rejected_data_points: n,
+                error_message: m,
+            }),
+        }
+    }
+
+    /// Response to a logs export.
+    pub fn logs(p: Partial) -> ExportLogsServiceResponse {
+        ExportLogsServiceResponse {
+            partial_success: p.rejected().map(|(n, m)| ExportLogsPartialSuccess {
+                rejected_log_records: n,
+                error_message: m,
+            }),
+        }
+    }
+
+    /// Response to a profiles export.
+    pub fn profiles(p: Partial) -> ExportProfilesServiceResponse {
+        ExportProfilesServiceResponse {
+            partial_success: p.rejected().map(|(n, m)| ExportProfilesPartialSuccess {
+                rejected_profiles: n,
+                error_message: m,
+            }),
+        }
+    }
+}
+
 /// Why a whole request was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IngestError {
@@ -81,8 +150,12 @@ impl Ingest {
     /// Counts a request refused before it could be decoded (its items are unknown: counted as 0
     /// items but logged), or after (with its items).
     pub fn refused(&self, signal: Signal, items: u64, err: &IngestError) {
-        self.metrics.receiver_refused(&self.name, signal, err.reason()).inc_by(items);
-        self.metrics.receiver_refused_requests(&self.name, signal, err.reason()).inc();
+        self.metrics
+            .receiver_refused(&self.name, signal, err.reason())
+            .inc_by(items);
+        self.metrics
+            .receiver_refused_requests(&self.name, signal, err.reason())
+            .inc();
         tracing::debug!(receiver = %self.name, %signal, items, error = %err, "request refused");
     }
 
@@ -92,7 +165,9 @@ impl Ingest {
         let partial = drop_invalid_ids(&mut data);
         if partial.rejected > 0 {
             // Refused, not dropped: the client is told in the partial-success response.
-            self.metrics.receiver_refused(&self.name, signal, "invalid").inc_by(partial.rejected);
+            self.metrics
+                .receiver_refused(&self.name, signal, "invalid")
+                .inc_by(partial.rejected);
             tracing::debug!(receiver = %self.name, %signal, rejected = partial.rejected, "{}", partial.message);
         }
         let items = data.item_count();
@@ -104,7 +179,9 @@ impl Ingest {
             Err(e) => {
                 let err = match e {
                     SendError::NoPipeline(_) => IngestError::NoPipeline(e.to_string()),
-                    SendError::Full(_) | SendError::Closed(_) => IngestError::Unavailable(e.to_string()),
+                    SendError::Full(_) | SendError::Closed(_) => {
+                        IngestError::Unavailable(e.to_string())
+                    }
                 };
                 self.refused(signal, items, &err);
                 Err(err)
@@ -120,7 +197,11 @@ pub fn drop_invalid_ids(data: &mut Telemetry) -> Partial {
     let mut example = String::new();
     match data {
         Telemetry::Traces(r) => {
-            for ss in r.resource_spans.iter_mut().flat_map(|rs| rs.scope_spans.iter_mut()) {
+            for ss in r
+                .resource_spans
+                .iter_mut()
+                .flat_map(|rs| rs.scope_spans.iter_mut())
+            {
                 ss.spans.retain(|s| {
                     let ok = s.trace_id.len() == 16
                         && s.span_id.len() == 8
@@ -141,7 +222,11 @@ pub fn drop_invalid_ids(data: &mut Telemetry) -> Partial {
             }
         }
         Telemetry::Logs(r) => {
-            for sl in r.resource_logs.iter_mut().flat_map(|rl| rl.scope_logs.iter_mut()) {
+            for sl in r
+                .resource_logs
+                .iter_mut()
+                .flat_map(|rl| rl.scope_logs.iter_mut())
+            {
                 sl.log_records.retain(|l| {
                     let ok = (l.trace_id.is_empty() || l.trace_id.len() == 16)
                         && (l.span_id.is_empty() || l.span_id.len() == 8);
@@ -164,5 +249,8 @@ pub fn drop_invalid_ids(data: &mut Telemetry) -> Partial {
     if rejected == 0 {
         return Partial::default();
     }
-    Partial { rejected, message: format!("{rejected} item(s) rejected: {example}") }
+    Partial {
+        rejected,
+        message: format!("{rejected} item(s) rejected: {example}"),
+    }
 }

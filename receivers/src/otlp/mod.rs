@@ -51,15 +51,24 @@ impl OtlpReceiver {
         input: PipelineInput,
         metrics: &Metrics,
     ) -> Result<Self, OtlpError> {
-        async fn listen(name: &str, addr: Option<sluice_config::ListenAddr>, what: &'static str) -> Result<Option<TcpListener>, OtlpError> {
+        async fn listen(
+            name: &str,
+            addr: Option<sluice_config::ListenAddr>,
+            what: &'static str,
+        ) -> Result<Option<TcpListener>, OtlpError> {
             match addr {
                 None => Ok(None),
-                Some(a) => TcpListener::bind(a.0).await.map(Some).map_err(|source| OtlpError::Bind {
-                    receiver: name.to_owned(),
-                    addr: a.0,
-                    what,
-                    source,
-                }),
+                Some(a) => {
+                    TcpListener::bind(a.0)
+                        .await
+                        .map(Some)
+                        .map_err(|source| OtlpError::Bind {
+                            receiver: name.to_owned(),
+                            addr: a.0,
+                            what,
+                            source,
+                        })
+                }
             }
         }
         Ok(Self {
@@ -73,7 +82,13 @@ impl OtlpReceiver {
 
     /// Serves until `shutdown`, then lets in-flight requests finish; returns when both servers stopped.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), OtlpError> {
-        let Self { name, grpc, http, ingest, max_request_size } = self;
+        let Self {
+            name,
+            grpc,
+            http,
+            ingest,
+            max_request_size,
+        } = self;
         if let Some(l) = &grpc {
             tracing::info!(receiver = %name, addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "OTLP/gRPC listening");
         }

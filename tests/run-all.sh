@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Sets up everything the tests need and runs all of them: formatting, clippy, the release build,
+# Rust unit and end-to-end tests, and the end-to-end tests with the OpenTelemetry Python SDK.
+# Works on a fresh Debian machine with the Rust toolchain; .ci/run calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+step() { printf '\n== %s (%ss)\n' "$1" "$(( $(date +%s) - start ))"; }
+
+step "toolchain components"
+if command -v rustup >/dev/null 2>&1; then
+  rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+  rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo build --release"
+cargo build --workspace --release --locked
+export SLUICE_BIN="$PWD/target/release/sluice"
+
+step "Python test environment (OpenTelemetry SDK from PyPI)"
+bash tests/setup.sh
+
+step "cargo test (unit + Rust end-to-end against $SLUICE_BIN)"
+cargo test --workspace --locked
+
+step "end-to-end tests with the OpenTelemetry Python SDK"
+.venv/bin/python -m pytest -q -p no:cacheprovider
+
+step "all tests passed"

@@ -39,6 +39,7 @@ pub struct StatusInfo {
     queues: std::sync::Mutex<Vec<ExporterQueueView>>,
     metrics: Metrics,
     pipelines: Vec<(String, Vec<Signal>)>,
+    exporter_names: Vec<String>,
 }
 
 struct ExporterQueueView {
@@ -73,6 +74,28 @@ impl StatusInfo {
             "pipelines": pipelines,
             "exporters": exporters,
         })
+    }
+
+    /// Items still counted in pipeline and exporter queues, by component and signal.
+    fn still_queued(&self) -> Vec<(String, Signal, u64)> {
+        let gauge =
+            |g: prometheus_client::metrics::gauge::Gauge| u64::try_from(g.get()).unwrap_or(0);
+        let pipelines = self.pipelines.iter().flat_map(|(name, signals)| {
+            signals.iter().map(|s| {
+                (
+                    name.clone(),
+                    *s,
+                    gauge(self.metrics.pipeline_queue(name, *s)),
+                )
+            })
+        });
+        let exporters = self.exporter_names.iter().flat_map(|name| {
+            Signal::ALL.map(|s| (name.clone(), s, gauge(self.metrics.exporter_queue(name, s))))
+        });
+        pipelines
+            .chain(exporters)
+            .filter(|(_, _, n)| *n > 0)
+            .collect()
     }
 
     /// Forgets queue handles so exporters can finish at shutdown.
@@ -200,6 +223,7 @@ impl Topology {
             ),
             metrics: metrics.clone(),
             pipelines: pipeline_info,
+            exporter_names: exporters.iter().map(|(name, _)| name.clone()).collect(),
         });
 
         let receiver_shutdown = CancellationToken::new();
@@ -299,15 +323,11 @@ impl Topology {
         }
         // Whatever is still counted as queued is lost: say so in the books.
         let mut lost = 0u64;
-        for family in [Family::Pipeline, Family::Exporter] {
-            for (component, signal, n) in queued_now(&metrics, &status, family) {
-                if n > 0 {
-                    metrics
-                        .dropped(&component, signal, DropReason::ShutdownTimeout)
-                        .inc_by(n);
-                    lost += n;
-                }
-            }
+        for (component, signal, n) in status.still_queued() {
+            metrics
+                .dropped(&component, signal, DropReason::ShutdownTimeout)
+                .inc_by(n);
+            lost += n;
         }
         tracing::error!(
             items = lost,
@@ -315,42 +335,6 @@ impl Topology {
         );
         lost
     }
-}
-
-enum Family {
-    Pipeline,
-    Exporter,
-}
-
-fn queued_now(
-    metrics: &Metrics,
-    status: &StatusInfo,
-    family: Family,
-) -> Vec<(String, Signal, u64)> {
-    let mut out = Vec::new();
-    match family {
-        Family::Pipeline => {
-            for (name, signals) in &status.pipelines {
-                for s in signals {
-                    let n = metrics.pipeline_queue(name, *s).get().max(0) as u64;
-                    out.push((name.clone(), *s, n));
-                }
-            }
-        }
-        Family::Exporter => {
-            for name in status.config["exporters"]
-                .as_object()
-                .map(|m| m.keys().cloned().collect::<Vec<_>>())
-                .unwrap_or_default()
-            {
-                for s in Signal::ALL {
-                    let n = metrics.exporter_queue(&name, s).get().max(0) as u64;
-                    out.push((name.clone(), s, n));
-                }
-            }
-        }
-    }
-    out
 }
 
 fn config_summary(cfg: &Config) -> serde_json::Value {

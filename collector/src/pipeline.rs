@@ -12,16 +12,16 @@ use tokio::time::Instant;
 /// A sync processor with its drop counters.
 pub struct Step {
     processor: Arc<dyn Processor>,
-    dropped: PerSignal<Counter>,
+    /// `None` when the processor counts what it removes itself (the sampler).
+    dropped: Option<PerSignal<Counter>>,
 }
 
 impl Step {
     /// Wraps processor `name`; items it removes are counted as `filtered`.
     pub fn new(name: &str, processor: Arc<dyn Processor>, metrics: &Metrics) -> Self {
-        Self {
-            processor,
-            dropped: PerSignal::new(|s| metrics.dropped(name, s, DropReason::Filtered)),
-        }
+        let dropped = (!processor.counts_own_drops())
+            .then(|| PerSignal::new(|s| metrics.dropped(name, s, DropReason::Filtered)));
+        Self { processor, dropped }
     }
 }
 
@@ -113,7 +113,9 @@ fn run_steps(
         let out = step.processor.process(data);
         let left = out.as_ref().map_or(0, Telemetry::item_count);
         if left < items {
-            step.dropped.get(signal).inc_by(items - left);
+            if let Some(d) = &step.dropped {
+                d.get(signal).inc_by(items - left);
+            }
             queued.get(signal).dec_by((items - left) as i64);
         }
         items = left;

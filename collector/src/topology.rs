@@ -7,10 +7,11 @@ use serde_json::json;
 use sluice_config::{Config, ExporterConfig, ProcessorConfig, ReceiverConfig, Signal};
 use sluice_core::pipeline::PIPELINE_CHANNEL_REQUESTS;
 use sluice_core::{
-    spawn_exporter, DropReason, Exporter, ExporterQueue, Metrics, PerSignal, PipelineInput,
-    PipelineSender, Processor,
+    spawn_exporter, DropReason, Exporter, ExporterQueue, LoadSignal, Metrics, PerSignal,
+    PipelineInput, PipelineSender, Processor,
 };
 use sluice_exporters::{BlackholeExporter, FileExporter, OtlpExporter};
+use sluice_processors::sampler::AdaptiveSampler;
 use sluice_processors::{AttributesProcessor, Batcher};
 use sluice_receivers::OtlpReceiver;
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,7 +29,7 @@ pub struct Topology {
     pipelines: Vec<JoinHandle<()>>,
     exporters: Vec<(String, JoinHandle<()>)>,
     receiver_shutdown: CancellationToken,
-    /// Queue handles for `/status` (weak in spirit: only read, dropped at shutdown).
+    /// What `/status` and shutdown accounting read.
     status: Arc<StatusInfo>,
     metrics: Metrics,
 }
@@ -36,26 +37,31 @@ pub struct Topology {
 /// What `/status` reports about the configured graph.
 pub struct StatusInfo {
     config: serde_json::Value,
-    queues: std::sync::Mutex<Vec<ExporterQueueView>>,
+    exporters: Vec<(String, Arc<LoadSignal>)>,
+    samplers: Vec<Arc<AdaptiveSampler>>,
     metrics: Metrics,
     pipelines: Vec<(String, Vec<Signal>)>,
     exporter_names: Vec<String>,
 }
 
-struct ExporterQueueView {
-    name: String,
-    depth: Box<dyn Fn() -> u64 + Send + Sync>,
-    capacity: u64,
-}
-
 impl StatusInfo {
     /// JSON for `/status`.
     pub fn to_json(&self, state: &str) -> serde_json::Value {
-        let queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-        let exporters: Vec<_> = queues
+        let exporters: Vec<_> = self
+            .exporters
             .iter()
-            .map(|q| json!({"name": q.name, "queue_items": (q.depth)(), "queue_capacity": q.capacity}))
+            .map(|(name, l)| {
+                json!({
+                    "name": name,
+                    "queue_items": l.queue_items(),
+                    "queue_capacity": l.queue_capacity(),
+                    "load": l.load(),
+                    "throttled": l.throttled(),
+                    "drain_rate": l.drain_rate(),
+                })
+            })
             .collect();
+        let samplers: Vec<_> = self.samplers.iter().map(|s| s.status()).collect();
         let pipelines: Vec<_> = self
             .pipelines
             .iter()
@@ -73,6 +79,7 @@ impl StatusInfo {
             "config": self.config,
             "pipelines": pipelines,
             "exporters": exporters,
+            "samplers": samplers,
         })
     }
 
@@ -96,14 +103,6 @@ impl StatusInfo {
             .chain(exporters)
             .filter(|(_, _, n)| *n > 0)
             .collect()
-    }
-
-    /// Forgets queue handles so exporters can finish at shutdown.
-    fn release_queues(&self) {
-        self.queues
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
     }
 }
 
@@ -151,12 +150,37 @@ impl Topology {
 
         let used_processors = used(cfg, |p| &p.processors);
         let mut procs: BTreeMap<&str, Arc<dyn Processor>> = BTreeMap::new();
+        let mut samplers = Vec::new();
         for (name, pcfg) in &cfg.processors {
             if !used_processors.contains(name.as_str()) {
                 tracing::warn!(processor = %name, "processor is not used by any pipeline");
             }
-            if let ProcessorConfig::Attributes(a) = pcfg {
-                procs.insert(name, Arc::new(AttributesProcessor::new(a)));
+            match pcfg {
+                ProcessorConfig::Attributes(a) => {
+                    procs.insert(name, Arc::new(AttributesProcessor::new(a)));
+                }
+                ProcessorConfig::AdaptiveSampler(c) => {
+                    // The sampler watches every exporter downstream of every pipeline it is in.
+                    let downstream: BTreeSet<&str> = cfg
+                        .pipelines
+                        .values()
+                        .filter(|p| p.processors.contains(name))
+                        .flat_map(|p| p.exporters.iter().map(String::as_str))
+                        .collect();
+                    let loads = downstream
+                        .into_iter()
+                        .filter_map(|e| queues.get(e).map(|q| (e.to_owned(), q.load_signal())))
+                        .collect();
+                    let sampler = Arc::new(AdaptiveSampler::new(name, c, &metrics));
+                    // A fixed sampler needs the loop only to measure per-service rates for floors.
+                    if c.mode != sluice_config::SamplerMode::Fixed || c.per_service_floor.is_some()
+                    {
+                        sampler.spawn_control(loads, &metrics);
+                    }
+                    samplers.push(sampler.clone());
+                    procs.insert(name, sampler);
+                }
+                ProcessorConfig::Batch(_) => {}
             }
         }
 
@@ -208,19 +232,11 @@ impl Topology {
 
         let status = Arc::new(StatusInfo {
             config: config_summary(cfg),
-            queues: std::sync::Mutex::new(
-                queues
-                    .into_iter()
-                    .map(|(name, q)| {
-                        let capacity = q.capacity();
-                        ExporterQueueView {
-                            name: name.to_owned(),
-                            capacity,
-                            depth: Box::new(move || q.depth()),
-                        }
-                    })
-                    .collect(),
-            ),
+            exporters: queues
+                .iter()
+                .map(|(name, q)| ((*name).to_owned(), q.load_signal()))
+                .collect(),
+            samplers,
             metrics: metrics.clone(),
             pipelines: pipeline_info,
             exporter_names: exporters.iter().map(|(name, _)| name.clone()).collect(),
@@ -302,7 +318,6 @@ impl Topology {
                 Ok(Ok(Ok(()))) => {}
             }
         }
-        status.release_queues();
         tracing::info!("flushing pipelines and exporter queues");
         let mut lost_tasks = false;
         for h in pipelines {

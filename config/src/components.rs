@@ -7,7 +7,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 
 tagged_enum!(ReceiverConfig { "otlp" => Otlp });
-tagged_enum!(ProcessorConfig { "batch" => Batch, "attributes" => Attributes });
+tagged_enum!(ProcessorConfig { "batch" => Batch, "attributes" => Attributes, "adaptive_sampler" => AdaptiveSampler });
 tagged_enum!(ExporterConfig { "file" => File, "blackhole" => Blackhole, "otlp" => Otlp });
 
 const ALL: &[Signal] = &[
@@ -70,6 +70,8 @@ pub enum ProcessorConfig {
     Batch(BatchConfig),
     /// Inserts, updates or deletes attributes on spans, log records and metric data points.
     Attributes(AttributesConfig),
+    /// Consistent probability sampling of traces (and their logs), steered by exporter load.
+    AdaptiveSampler(SamplerConfig),
 }
 
 impl ProcessorConfig {
@@ -79,6 +81,8 @@ impl ProcessorConfig {
             Self::Batch(_) => ALL,
             // Profile attributes live in a shared dictionary; editing them is not supported.
             Self::Attributes(_) => &[Signal::Traces, Signal::Metrics, Signal::Logs],
+            // Metrics and profiles pass through untouched.
+            Self::AdaptiveSampler(_) => ALL,
         }
     }
 
@@ -87,6 +91,7 @@ impl ProcessorConfig {
         match self {
             Self::Batch(_) => "batch",
             Self::Attributes(_) => "attributes",
+            Self::AdaptiveSampler(_) => "adaptive_sampler",
         }
     }
 }
@@ -108,6 +113,93 @@ fn default_batch_items() -> usize {
 }
 fn default_batch_timeout() -> HumanDuration {
     HumanDuration::from_millis(200)
+}
+
+/// How the sampler chooses its probability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplerMode {
+    /// Steer the probability by exporter load (AIMD with hysteresis), and `target_rate` if set.
+    #[default]
+    Adaptive,
+    /// Always `probability`.
+    Fixed,
+    /// The most restrictive matching tier of `tiers`, with `hold` against flapping.
+    Tiered,
+}
+
+/// One tier of a tiered sampling policy; it matches when all its conditions hold.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplerTier {
+    /// Matches when the sampler's input (spans + log records per second) is above this.
+    pub when_input_rate_above: Option<f64>,
+    /// Matches when the most loaded downstream exporter's load is above this.
+    pub when_load_above: Option<f64>,
+    /// Probability while this tier applies.
+    pub probability: f64,
+}
+
+/// Adaptive sampler settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplerConfig {
+    /// adaptive (default), fixed or tiered.
+    #[serde(default)]
+    pub mode: SamplerMode,
+    /// Fixed probability, or the starting one in adaptive mode.
+    #[serde(default = "one")]
+    pub probability: f64,
+    /// Lowest probability adaptive mode may reach.
+    #[serde(default = "default_min_probability")]
+    pub min_probability: f64,
+    /// Highest probability (the one used when the backends are idle).
+    #[serde(default = "one")]
+    pub max_probability: f64,
+    /// Exporter load above which the probability is cut.
+    #[serde(default = "default_high_watermark")]
+    pub high_watermark: f64,
+    /// Exporter load below which the probability may rise again.
+    #[serde(default = "default_low_watermark")]
+    pub low_watermark: f64,
+    /// How often the probability is adjusted.
+    #[serde(default = "default_sampler_interval")]
+    pub interval: HumanDuration,
+    /// Goal for kept items per second (spans + log records); lowered further under load.
+    pub target_rate: Option<f64>,
+    /// Items per second kept for every `service.name`, whatever the load, so quiet services are not starved.
+    pub per_service_floor: Option<f64>,
+    /// Hex digits of the `th` threshold written into trace state (1 to 14).
+    #[serde(default = "default_precision")]
+    pub precision: u8,
+    /// Tiers for tiered mode.
+    #[serde(default)]
+    pub tiers: Vec<SamplerTier>,
+    /// Tiered mode: how long a tier keeps applying after its condition stopped holding.
+    #[serde(default = "default_hold")]
+    pub hold: HumanDuration,
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn default_min_probability() -> f64 {
+    0.001
+}
+fn default_high_watermark() -> f64 {
+    0.8
+}
+fn default_low_watermark() -> f64 {
+    0.3
+}
+fn default_sampler_interval() -> HumanDuration {
+    HumanDuration::from_secs(1)
+}
+fn default_precision() -> u8 {
+    4
+}
+fn default_hold() -> HumanDuration {
+    HumanDuration::from_secs(30)
 }
 
 /// Attributes processor settings: an ordered list of actions.

@@ -83,6 +83,85 @@ pub(crate) fn validate(cfg: &Config, src: &Source) -> Result<(), Vec<ConfigError
                     );
                 }
             }
+            ProcessorConfig::AdaptiveSampler(c) => {
+                let prob = |k: &str, v: f64, err: &mut dyn FnMut(Vec<Seg>, String)| {
+                    if !(v > 0.0 && v <= 1.0) {
+                        err(
+                            with(&base, k),
+                            format!("must be a probability in (0, 1], got {v}"),
+                        );
+                    }
+                };
+                prob("probability", c.probability, &mut err);
+                prob("min_probability", c.min_probability, &mut err);
+                prob("max_probability", c.max_probability, &mut err);
+                if c.min_probability > c.max_probability {
+                    err(
+                        with(&base, "min_probability"),
+                        "must not exceed max_probability".into(),
+                    );
+                }
+                if !(c.low_watermark >= 0.0 && c.low_watermark < c.high_watermark) {
+                    err(
+                        with(&base, "low_watermark"),
+                        format!(
+                            "must be at least 0 and below high_watermark ({})",
+                            c.high_watermark
+                        ),
+                    );
+                }
+                if c.interval.0.is_zero() {
+                    err(
+                        with(&base, "interval"),
+                        "must be greater than 0 (e.g. \"1s\")".into(),
+                    );
+                }
+                if !(1..=14).contains(&c.precision) {
+                    err(
+                        with(&base, "precision"),
+                        format!("must be 1 to 14 hex digits, got {}", c.precision),
+                    );
+                }
+                for (k, v) in [
+                    ("target_rate", c.target_rate),
+                    ("per_service_floor", c.per_service_floor),
+                ] {
+                    if v.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+                        err(
+                            with(&base, k),
+                            "must be a positive number of items per second".into(),
+                        );
+                    }
+                }
+                let tiered = c.mode == crate::SamplerMode::Tiered;
+                if tiered && c.tiers.is_empty() {
+                    err(
+                        with(&base, "tiers"),
+                        "tiered mode needs at least one [[tiers]] entry".into(),
+                    );
+                }
+                if !tiered && !c.tiers.is_empty() {
+                    err(
+                        with(&base, "tiers"),
+                        "tiers only apply with mode = \"tiered\"".into(),
+                    );
+                }
+                for (i, t) in c.tiers.iter().enumerate() {
+                    let p = at(&base, "tiers", i);
+                    if t.when_input_rate_above.is_none() && t.when_load_above.is_none() {
+                        err(
+                            p.clone(),
+                            "a tier needs when_input_rate_above and/or when_load_above".into(),
+                        );
+                    }
+                    if !(t.probability > 0.0 && t.probability <= 1.0) {
+                        err(
+                            with(&p, "probability"),
+                            format!("must be a probability in (0, 1], got {}", t.probability),
+                        );
+                    }
+                }
+            }
             ProcessorConfig::Attributes(a) => {
                 if a.actions.is_empty() {
                     err(with(&base, "actions"), "needs at least one action".into());

@@ -2,6 +2,7 @@
 
 pub mod attributes;
 pub mod batch;
+pub mod sampler;
 
 pub use attributes::AttributesProcessor;
 pub use batch::Batcher;

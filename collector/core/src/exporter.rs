@@ -1,6 +1,7 @@
 //! The exporter contract and the queue + retry worker every exporter runs behind.
 
-use crate::metrics::{DropReason, Metrics, PerSignal};
+use crate::load::LoadSignal;
+use crate::metrics::{DropReason, FloatGauge, Metrics, PerSignal};
 use crate::telemetry::Telemetry;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -25,6 +26,9 @@ pub struct ExportError {
     pub message: String,
     /// How long the backend asked us to wait, if it said.
     pub retry_after: Option<Duration>,
+    /// The backend said it is overloaded (429/503, RESOURCE_EXHAUSTED, "too many parts"):
+    /// samplers upstream shed load.
+    pub throttled: bool,
 }
 
 impl ExportError {
@@ -34,6 +38,15 @@ impl ExportError {
             retryable: true,
             message: message.into(),
             retry_after: None,
+            throttled: false,
+        }
+    }
+
+    /// The backend is overloaded: retry later, and tell samplers.
+    pub fn throttled(message: impl Into<String>) -> Self {
+        Self {
+            throttled: true,
+            ..Self::retryable(message)
         }
     }
 
@@ -43,6 +56,7 @@ impl ExportError {
             retryable: false,
             message: message.into(),
             retry_after: None,
+            throttled: false,
         }
     }
 }
@@ -74,6 +88,8 @@ pub struct ExporterQueue {
     when_full: WhenFull,
     queued: PerSignal<Gauge>,
     dropped_full: PerSignal<Counter>,
+    load: Arc<LoadSignal>,
+    load_gauge: FloatGauge,
 }
 
 impl ExporterQueue {
@@ -101,6 +117,7 @@ impl ExporterQueue {
         };
         permit.forget();
         self.queued.get(signal).inc_by(items as i64);
+        self.load_gauge.set(self.load.load());
         if self
             .tx
             .send(Queued {
@@ -117,14 +134,9 @@ impl ExporterQueue {
         true
     }
 
-    /// Items in the queue or in flight.
-    pub fn depth(&self) -> u64 {
-        (self.max_items as usize).saturating_sub(self.room.available_permits()) as u64
-    }
-
-    /// Queue capacity in items.
-    pub fn capacity(&self) -> u64 {
-        u64::from(self.max_items)
+    /// The exporter's published load, for samplers upstream.
+    pub fn load_signal(&self) -> Arc<LoadSignal> {
+        self.load.clone()
     }
 }
 
@@ -143,6 +155,8 @@ pub fn spawn_exporter(
         .min(Semaphore::MAX_PERMITS as u32);
     let room = Arc::new(Semaphore::new(max_items as usize));
     let queued = PerSignal::new(|s| metrics.exporter_queue(name, s));
+    let load_signal = Arc::new(LoadSignal::new(room.clone(), max_items));
+    let load = metrics.exporter_load(name);
     let handle = ExporterQueue {
         name: name.into(),
         tx,
@@ -151,18 +165,28 @@ pub fn spawn_exporter(
         when_full: queue.when_full,
         queued: queued.clone(),
         dropped_full: PerSignal::new(|s| metrics.dropped(name, s, DropReason::QueueFull)),
+        load: load_signal.clone(),
+        load_gauge: load.clone(),
     };
     let sent = PerSignal::new(|s| metrics.exporter_sent(name, s));
     let failed = PerSignal::new(|s| metrics.exporter_failed(name, s));
     let dropped = PerSignal::new(|s| metrics.dropped(name, s, DropReason::ExportFailed));
-    let load = metrics.exporter_load(name);
     let retry = retry.clone();
     let name = name.to_owned();
     let task = tokio::spawn(async move {
         while let Some(q) = rx.recv().await {
             let signal: Signal = q.data.signal();
-            load.set(f64::from(max_items - room.available_permits() as u32) / f64::from(max_items));
-            match export_with_retry(&name, exporter.as_ref(), &q.data, &retry).await {
+            load.set(load_signal.load());
+            match export_with_retry(
+                &name,
+                exporter.as_ref(),
+                &q.data,
+                q.items,
+                &retry,
+                &load_signal,
+            )
+            .await
+            {
                 Ok(()) => {
                     sent.get(signal).inc_by(q.items);
                 }
@@ -174,6 +198,7 @@ pub fn spawn_exporter(
             }
             queued.get(signal).dec_by(q.items as i64);
             room.add_permits(q.permits as usize);
+            load.set(load_signal.load());
         }
         load.set(0.0);
         if let Err(e) = exporter.shutdown().await {
@@ -187,17 +212,26 @@ async fn export_with_retry(
     name: &str,
     exporter: &dyn Exporter,
     data: &Telemetry,
+    items: u64,
     retry: &RetryConfig,
+    load: &LoadSignal,
 ) -> Result<(), ExportError> {
     let start = tokio::time::Instant::now();
     let mut wait = retry.initial_interval.0;
     let mut attempt = 0u32;
     loop {
         attempt += 1;
+        let began = tokio::time::Instant::now();
         let err = match exporter.export(data).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                load.record_export(items, began.elapsed());
+                return Ok(());
+            }
             Err(e) => e,
         };
+        if err.throttled {
+            load.record_throttle();
+        }
         if !err.retryable {
             return Err(err);
         }

@@ -2,11 +2,13 @@
 //! receivers, pipelines and exporters, and self-metrics. Every other crate builds on this one.
 
 pub mod exporter;
+pub mod load;
 pub mod metrics;
 pub mod pipeline;
 pub mod telemetry;
 
 pub use exporter::{spawn_exporter, BoxFuture, ExportError, Exporter, ExporterQueue};
+pub use load::LoadSignal;
 pub use metrics::{DropReason, Metrics, PerSignal};
 pub use pipeline::{Envelope, PipelineInput, PipelineSender, SendError};
 pub use sluice_config::Signal;
@@ -16,4 +18,10 @@ pub use telemetry::Telemetry;
 pub trait Processor: Send + Sync + 'static {
     /// Transforms one request.
     fn process(&self, data: Telemetry) -> Option<Telemetry>;
+
+    /// True when the processor counts the items it removes itself (the sampler counts them as
+    /// sampled out, by reason); otherwise the pipeline counts them as dropped (`filtered`).
+    fn counts_own_drops(&self) -> bool {
+        false
+    }
 }

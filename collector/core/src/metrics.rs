@@ -56,6 +56,9 @@ pub struct Metrics {
     exporter_load: Family<Labels, FloatGauge>,
     pipeline_queue: Family<Labels, Gauge>,
     dropped: Family<Labels, Counter>,
+    sampler_probability: Family<Labels, FloatGauge>,
+    sampler_sampled_out: Family<Labels, Counter>,
+    sampler_input_rate: Family<Labels, FloatGauge>,
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
@@ -84,6 +87,9 @@ impl Metrics {
         let exporter_load = Family::<Labels, FloatGauge>::default();
         let pipeline_queue = Family::<Labels, Gauge>::default();
         let dropped = Family::<Labels, Counter>::default();
+        let sampler_probability = Family::<Labels, FloatGauge>::default();
+        let sampler_sampled_out = Family::<Labels, Counter>::default();
+        let sampler_input_rate = Family::<Labels, FloatGauge>::default();
         registry.register(
             "sluice_receiver_accepted_items",
             "Items (spans, data points, log records, profile samples) accepted into pipelines",
@@ -129,6 +135,21 @@ impl Metrics {
             "Items dropped, by component and reason",
             dropped.clone(),
         );
+        registry.register(
+            "sluice_sampler_probability",
+            "Current sampling probability of a sampler",
+            sampler_probability.clone(),
+        );
+        registry.register(
+            "sluice_sampler_sampled_out_items",
+            "Items a sampler did not keep, by why its probability was below max (configured, load, target_rate, tier)",
+            sampler_sampled_out.clone(),
+        );
+        registry.register(
+            "sluice_sampler_input_rate",
+            "Items per second (spans + log records) arriving at a sampler",
+            sampler_input_rate.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             receiver_accepted,
@@ -140,6 +161,9 @@ impl Metrics {
             exporter_load,
             pipeline_queue,
             dropped,
+            sampler_probability,
+            sampler_sampled_out,
+            sampler_input_rate,
         }
     }
 
@@ -242,6 +266,33 @@ impl Metrics {
                 ("component", component),
                 ("signal", signal.as_str()),
                 ("reason", reason.as_str()),
+            ]))
+            .clone()
+    }
+}
+
+impl Metrics {
+    /// `sluice_sampler_probability{processor}`.
+    pub fn sampler_probability(&self, processor: &str) -> FloatGauge {
+        self.sampler_probability
+            .get_or_create(&labels(&[("processor", processor)]))
+            .clone()
+    }
+
+    /// `sluice_sampler_input_rate{processor}`.
+    pub fn sampler_input_rate(&self, processor: &str) -> FloatGauge {
+        self.sampler_input_rate
+            .get_or_create(&labels(&[("processor", processor)]))
+            .clone()
+    }
+
+    /// `sluice_sampler_sampled_out_items_total{processor,signal,reason}`.
+    pub fn sampler_sampled_out(&self, processor: &str, signal: Signal, reason: &str) -> Counter {
+        self.sampler_sampled_out
+            .get_or_create(&labels(&[
+                ("processor", processor),
+                ("signal", signal.as_str()),
+                ("reason", reason),
             ]))
             .clone()
     }

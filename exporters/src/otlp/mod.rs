@@ -104,9 +104,8 @@ fn grpc_error(s: tonic::Status) -> ExportError {
     use tonic::Code;
     let msg = format!("gRPC {:?}: {}", s.code(), s.message());
     match s.code() {
-        Code::Unavailable
-        | Code::ResourceExhausted
-        | Code::DeadlineExceeded
+        Code::Unavailable | Code::ResourceExhausted => ExportError::throttled(msg),
+        Code::DeadlineExceeded
         | Code::Aborted
         | Code::Cancelled
         | Code::DataLoss
@@ -204,7 +203,8 @@ impl Exporter for OtlpExporter {
                         text.chars().take(512).collect::<String>()
                     );
                     let mut err = match status.as_u16() {
-                        429 | 502 | 503 | 504 => ExportError::retryable(message),
+                        429 | 503 => ExportError::throttled(message),
+                        502 | 504 => ExportError::retryable(message),
                         _ => ExportError::permanent(message),
                     };
                     err.retry_after = retry_after;

@@ -1,0 +1,137 @@
+//! The load an exporter publishes and samplers read, lock-free.
+//!
+//! `load` is the max of the queue fill ratio and a latency term (per-item round-trip time over its
+//! healthy baseline, scaled so 4× the baseline reads as 1.0). A recent throttle (HTTP 429/503, gRPC
+//! RESOURCE_EXHAUSTED/UNAVAILABLE, a backend's "too many parts") is a separate flag, and the drain
+//! rate (items/s while exporting) tells samplers how much the backend can take.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+/// How long a throttle response keeps the flag up.
+pub const THROTTLE_MEMORY: Duration = Duration::from_secs(5);
+
+/// Per-item latency this many times the baseline counts as load 1.0.
+const LATENCY_SCALE: f64 = 4.0;
+
+fn load_f64(a: &AtomicU64) -> f64 {
+    f64::from_bits(a.load(Ordering::Relaxed))
+}
+
+fn store_f64(a: &AtomicU64, v: f64) {
+    a.store(v.to_bits(), Ordering::Relaxed);
+}
+
+/// One exporter's load, shared between its worker (writer) and samplers (readers).
+#[derive(Debug)]
+pub struct LoadSignal {
+    room: Arc<Semaphore>,
+    capacity: u32,
+    epoch: Instant,
+    latency_ewma: AtomicU64,
+    latency_baseline: AtomicU64,
+    drain_rate: AtomicU64,
+    throttled_until_ms: AtomicU64,
+}
+
+impl LoadSignal {
+    pub(crate) fn new(room: Arc<Semaphore>, capacity: u32) -> Self {
+        Self {
+            room,
+            capacity,
+            epoch: Instant::now(),
+            latency_ewma: AtomicU64::new(0f64.to_bits()),
+            latency_baseline: AtomicU64::new(0f64.to_bits()),
+            drain_rate: AtomicU64::new(0f64.to_bits()),
+            throttled_until_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Items queued or in flight.
+    pub fn queue_items(&self) -> u64 {
+        u64::from(self.capacity).saturating_sub(self.room.available_permits() as u64)
+    }
+
+    /// Queue capacity in items.
+    pub fn queue_capacity(&self) -> u64 {
+        u64::from(self.capacity)
+    }
+
+    /// Queue fill ratio in [0, 1].
+    pub fn queue_fill(&self) -> f64 {
+        self.queue_items() as f64 / f64::from(self.capacity.max(1))
+    }
+
+    /// The latency term: per-item round-trip time over the healthy baseline, / 4.
+    pub fn latency_term(&self) -> f64 {
+        let base = load_f64(&self.latency_baseline);
+        if base <= 0.0 {
+            return 0.0;
+        }
+        load_f64(&self.latency_ewma) / base / LATENCY_SCALE
+    }
+
+    /// The load in [0, ∞): 1.0 means at capacity.
+    pub fn load(&self) -> f64 {
+        self.queue_fill().max(self.latency_term())
+    }
+
+    /// Whether the backend pushed back recently.
+    pub fn throttled(&self) -> bool {
+        self.now_ms() < self.throttled_until_ms.load(Ordering::Relaxed)
+    }
+
+    /// Items per second the exporter moves while busy; `None` before the first export.
+    pub fn drain_rate(&self) -> Option<f64> {
+        let r = load_f64(&self.drain_rate);
+        (r > 0.0).then_some(r)
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Records a successful export of `items` that took `elapsed`.
+    pub fn record_export(&self, items: u64, elapsed: Duration) {
+        if items == 0 {
+            return;
+        }
+        let secs = elapsed.as_secs_f64().max(1e-6);
+        let rate = items as f64 / secs;
+        let old = load_f64(&self.drain_rate);
+        store_f64(
+            &self.drain_rate,
+            if old > 0.0 {
+                0.7 * old + 0.3 * rate
+            } else {
+                rate
+            },
+        );
+        let per_item = secs / items as f64;
+        let ewma = load_f64(&self.latency_ewma);
+        let ewma = if ewma > 0.0 {
+            0.8 * ewma + 0.2 * per_item
+        } else {
+            per_item
+        };
+        store_f64(&self.latency_ewma, ewma);
+        // The baseline follows the best recent latency down at once and drifts up slowly, so an
+        // old lucky sample does not make every later one look like overload.
+        let base = load_f64(&self.latency_baseline);
+        let base = if base <= 0.0 || ewma < base {
+            ewma
+        } else {
+            base * 1.01
+        };
+        store_f64(&self.latency_baseline, base.min(ewma));
+    }
+
+    /// Records a throttle response from the backend.
+    pub fn record_throttle(&self) {
+        let until = self.now_ms() + u64::try_from(THROTTLE_MEMORY.as_millis()).unwrap_or(5000);
+        self.throttled_until_ms.store(until, Ordering::Relaxed);
+    }
+}

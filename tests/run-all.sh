@@ -23,6 +23,9 @@ step "cargo build --release"
 cargo build --workspace --release --locked
 export SLUICE_BIN="$PWD/target/release/sluice"
 
+step "benchmarks compile and run once (criterion --test mode)"
+cargo bench --workspace --locked -- --test
+
 step "Python test environment (OpenTelemetry SDK from PyPI)"
 bash tests/setup.sh
 

@@ -259,9 +259,27 @@ fn service_name(resource: Option<&Resource>) -> Option<&str> {
         })
 }
 
+/// A threshold with its ready-made trace state (`ot=th:…`), so kept spans cost one copy.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    t: Threshold,
+    fresh_state: String,
+}
+
+impl Decision {
+    /// Prepares decisions at threshold `t`.
+    pub fn new(t: Threshold) -> Self {
+        Self {
+            t,
+            fresh_state: write_th("", t),
+        }
+    }
+}
+
 /// Decides one span: keep iff R ≥ max(our threshold, the one already in its trace state).
 #[inline]
-pub fn decide_span(span: &mut Span, t: Threshold) -> bool {
+pub fn decide_span(span: &mut Span, d: &Decision) -> bool {
+    let t = d.t;
     if span.trace_state.is_empty() {
         if t == Threshold::ALWAYS {
             return true;
@@ -272,7 +290,7 @@ pub fn decide_span(span: &mut Span, t: Threshold) -> bool {
         if !t.keeps(r) {
             return false;
         }
-        span.trace_state = write_th("", t);
+        span.trace_state.clone_from(&d.fresh_state);
         return true;
     }
     let st = read_ot(&span.trace_state);
@@ -327,9 +345,10 @@ impl Processor for AdaptiveSampler {
                 for rs in &mut r.resource_spans {
                     let n: usize = rs.scope_spans.iter().map(|s| s.spans.len()).sum();
                     let t = self.resource_threshold(global, rs.resource.as_ref(), n as u64);
+                    let d = Decision::new(t);
                     for ss in &mut rs.scope_spans {
                         let before = ss.spans.len();
-                        ss.spans.retain_mut(|s| decide_span(s, t));
+                        ss.spans.retain_mut(|s| decide_span(s, &d));
                         dropped += (before - ss.spans.len()) as u64;
                     }
                     rs.scope_spans.retain(|ss| !ss.spans.is_empty());

@@ -67,13 +67,13 @@ fn fixed_probability_keeps_about_p_and_adjusted_counts_add_up() {
 
 #[test]
 fn decisions_are_consistent_and_respect_incoming_threshold() {
-    let t = Threshold::from_probability(0.5, 4);
+    let t = Decision::new(Threshold::from_probability(0.5, 4));
     let mut a = Span {
         trace_id: trace_id(7),
         ..Default::default()
     };
     let mut b = a.clone();
-    assert_eq!(decide_span(&mut a, t), decide_span(&mut b, t));
+    assert_eq!(decide_span(&mut a, &t), decide_span(&mut b, &t));
     // An upstream sampler already applied p = 0.25: we may not raise p back to 0.5.
     let r = randomness_from_trace_id(&trace_id(7)).unwrap();
     let mut span = Span {
@@ -81,7 +81,7 @@ fn decisions_are_consistent_and_respect_incoming_threshold() {
         trace_state: "ot=th:c,v=1".into(),
         ..Default::default()
     };
-    let kept = decide_span(&mut span, t);
+    let kept = decide_span(&mut span, &t);
     assert_eq!(kept, r >= Threshold::from_probability(0.25, 4).0);
     if kept {
         assert_eq!(
@@ -95,14 +95,20 @@ fn decisions_are_consistent_and_respect_incoming_threshold() {
         trace_state: "ot=rv:ffffffffffffff".into(),
         ..Default::default()
     };
-    assert!(decide_span(&mut s, Threshold::from_probability(0.01, 4)));
+    assert!(decide_span(
+        &mut s,
+        &Decision::new(Threshold::from_probability(0.01, 4))
+    ));
     assert_eq!(s.trace_state, "ot=th:fd70a;rv:ffffffffffffff");
     let mut s = Span {
         trace_id: trace_id(7),
         trace_state: "ot=rv:00000000000001".into(),
         ..Default::default()
     };
-    assert!(!decide_span(&mut s, Threshold::from_probability(0.5, 4)));
+    assert!(!decide_span(
+        &mut s,
+        &Decision::new(Threshold::from_probability(0.5, 4))
+    ));
 }
 
 #[test]

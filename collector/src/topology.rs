@@ -58,6 +58,8 @@ impl StatusInfo {
                     "load": l.load(),
                     "throttled": l.throttled(),
                     "drain_rate": l.drain_rate(),
+                    "in_flight": l.in_flight(),
+                    "concurrency_limit": l.concurrency_limit(),
                 })
             })
             .collect();
@@ -143,7 +145,14 @@ impl Topology {
                 continue;
             }
             let exp = build_exporter(name, ecfg)?;
-            let (q, task) = spawn_exporter(name, exp, ecfg.queue(), ecfg.retry(), &metrics);
+            let (q, task) = spawn_exporter(
+                name,
+                exp,
+                ecfg.queue(),
+                ecfg.retry(),
+                ecfg.max_concurrency(),
+                &metrics,
+            );
             queues.insert(name, q);
             exporters.push((name.clone(), task));
         }

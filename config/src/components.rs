@@ -271,6 +271,16 @@ impl ExporterConfig {
         }
     }
 
+    /// Most requests in flight; adaptive concurrency finds the best number up to this.
+    /// The file exporter writes one batch at a time.
+    pub fn max_concurrency(&self) -> usize {
+        match self {
+            Self::File(_) => 1,
+            Self::Blackhole(c) => c.max_concurrency,
+            Self::Otlp(c) => c.max_concurrency,
+        }
+    }
+
     /// The retry settings every exporter has.
     pub fn retry(&self) -> &RetryConfig {
         match self {
@@ -387,6 +397,9 @@ pub struct BlackholeExporterConfig {
     pub max_rate: Option<f64>,
     /// Extra time each export takes (simulates a distant backend).
     pub latency: Option<HumanDuration>,
+    /// Most exports in flight (adaptive concurrency finds the best number up to this).
+    #[serde(default = "one_request")]
+    pub max_concurrency: usize,
     /// Queue settings.
     #[serde(default)]
     pub queue: QueueConfig,
@@ -437,12 +450,22 @@ pub struct OtlpExporterConfig {
     /// Extra request headers (e.g. authentication).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Most requests in flight (adaptive concurrency finds the best number up to this).
+    #[serde(default = "default_otlp_concurrency")]
+    pub max_concurrency: usize,
     /// Queue settings.
     #[serde(default)]
     pub queue: QueueConfig,
     /// Retry settings.
     #[serde(default)]
     pub retry: RetryConfig,
+}
+
+fn one_request() -> usize {
+    1
+}
+fn default_otlp_concurrency() -> usize {
+    16
 }
 
 fn default_otlp_timeout() -> HumanDuration {

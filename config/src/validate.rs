@@ -191,6 +191,12 @@ pub(crate) fn validate(cfg: &Config, src: &Source) -> Result<(), Vec<ConfigError
                 "must be at least 1".into(),
             );
         }
+        if !(1..=1024).contains(&e.max_concurrency()) {
+            err(
+                with(&base, "max_concurrency"),
+                "must be between 1 and 1024".into(),
+            );
+        }
         match e {
             ExporterConfig::File(f) => {
                 if f.path.trim().is_empty() {

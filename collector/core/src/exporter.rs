@@ -1,5 +1,6 @@
 //! The exporter contract and the queue + retry worker every exporter runs behind.
 
+use crate::concurrency::AdaptiveConcurrency;
 use crate::load::LoadSignal;
 use crate::metrics::{DropReason, FloatGauge, Metrics, PerSignal};
 use crate::telemetry::Telemetry;
@@ -11,7 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 /// A boxed future, so exporters can be trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -147,6 +148,7 @@ pub fn spawn_exporter(
     exporter: Arc<dyn Exporter>,
     queue: &QueueConfig,
     retry: &RetryConfig,
+    max_concurrency: usize,
     metrics: &Metrics,
 ) -> (ExporterQueue, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Queued>();
@@ -155,7 +157,7 @@ pub fn spawn_exporter(
         .min(Semaphore::MAX_PERMITS as u32);
     let room = Arc::new(Semaphore::new(max_items as usize));
     let queued = PerSignal::new(|s| metrics.exporter_queue(name, s));
-    let load_signal = Arc::new(LoadSignal::new(room.clone(), max_items));
+    let load_signal = Arc::new(LoadSignal::new(room.clone(), max_items, max_concurrency));
     let load = metrics.exporter_load(name);
     let handle = ExporterQueue {
         name: name.into(),
@@ -171,34 +173,56 @@ pub fn spawn_exporter(
     let sent = PerSignal::new(|s| metrics.exporter_sent(name, s));
     let failed = PerSignal::new(|s| metrics.exporter_failed(name, s));
     let dropped = PerSignal::new(|s| metrics.dropped(name, s, DropReason::ExportFailed));
-    let retry = retry.clone();
-    let name = name.to_owned();
+    let limit_gauge = metrics.exporter_concurrency(name);
+    let retry = Arc::new(retry.clone());
+    let name: Arc<str> = name.into();
     let task = tokio::spawn(async move {
-        while let Some(q) = rx.recv().await {
-            let signal: Signal = q.data.signal();
-            load.set(load_signal.load());
-            match export_with_retry(
-                &name,
-                exporter.as_ref(),
-                &q.data,
-                q.items,
-                &retry,
-                &load_signal,
-            )
-            .await
-            {
-                Ok(()) => {
-                    sent.get(signal).inc_by(q.items);
+        let mut arc = AdaptiveConcurrency::new(max_concurrency, tokio::time::Instant::now());
+        let mut in_flight: JoinSet<Done> = JoinSet::new();
+        let mut open = true;
+        while open || !in_flight.is_empty() {
+            limit_gauge.set(arc.limit() as i64);
+            tokio::select! {
+                biased;
+                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    let Ok(done) = done else {
+                        tracing::error!(exporter = %name, "export task panicked; its batch is lost");
+                        continue;
+                    };
+                    arc.on_response(done.rtt, done.throttled, tokio::time::Instant::now());
+                    let signal = done.signal;
+                    match done.result {
+                        Ok(()) => {
+                            sent.get(signal).inc_by(done.items);
+                        }
+                        Err(e) => {
+                            failed.get(signal).inc_by(done.items);
+                            dropped.get(signal).inc_by(done.items);
+                            tracing::error!(exporter = %name, %signal, items = done.items, error = %e.message, "export failed; batch dropped");
+                        }
+                    }
+                    queued.get(signal).dec_by(done.items as i64);
+                    room.add_permits(done.permits as usize);
+                    load_signal.set_in_flight(in_flight.len(), arc.limit());
+                    load.set(load_signal.load());
                 }
-                Err(e) => {
-                    failed.get(signal).inc_by(q.items);
-                    dropped.get(signal).inc_by(q.items);
-                    tracing::error!(exporter = %name, %signal, items = q.items, error = %e.message, "export failed; batch dropped");
-                }
+                msg = rx.recv(), if open && in_flight.len() < arc.limit() => match msg {
+                    Some(q) => {
+                        let (exporter, retry, task_load, name) =
+                            (exporter.clone(), retry.clone(), load_signal.clone(), name.clone());
+                        in_flight.spawn(async move {
+                            let signal = q.data.signal();
+                            let (result, rtt, throttled) =
+                                export_with_retry(&name, exporter.as_ref(), &q.data, &retry, &task_load).await;
+                            Done { signal, items: q.items, permits: q.permits, result, rtt, throttled }
+                        });
+                        arc.on_dispatch(in_flight.len());
+                        load_signal.set_in_flight(in_flight.len(), arc.limit());
+                        load.set(load_signal.load());
+                    }
+                    None => open = false,
+                },
             }
-            queued.get(signal).dec_by(q.items as i64);
-            room.add_permits(q.permits as usize);
-            load.set(load_signal.load());
         }
         load.set(0.0);
         if let Err(e) = exporter.shutdown().await {
@@ -208,39 +232,55 @@ pub fn spawn_exporter(
     (handle, task)
 }
 
+/// What an export task reports back to the worker.
+struct Done {
+    signal: Signal,
+    items: u64,
+    permits: u32,
+    result: Result<(), ExportError>,
+    rtt: Duration,
+    throttled: bool,
+}
+
+/// Exports with retries; returns the outcome, the last attempt's round-trip time and whether the
+/// backend pushed back at any attempt.
 async fn export_with_retry(
     name: &str,
     exporter: &dyn Exporter,
     data: &Telemetry,
-    items: u64,
     retry: &RetryConfig,
     load: &LoadSignal,
-) -> Result<(), ExportError> {
+) -> (Result<(), ExportError>, Duration, bool) {
     let start = tokio::time::Instant::now();
     let mut wait = retry.initial_interval.0;
     let mut attempt = 0u32;
+    let mut throttled = false;
     loop {
         attempt += 1;
         let began = tokio::time::Instant::now();
-        let err = match exporter.export(data).await {
+        let result = exporter.export(data).await;
+        let rtt = began.elapsed();
+        let err = match result {
             Ok(()) => {
-                load.record_export(items, began.elapsed());
-                return Ok(());
+                load.record_export(data.item_count(), rtt);
+                return (Ok(()), rtt, throttled);
             }
             Err(e) => e,
         };
         if err.throttled {
+            throttled = true;
             load.record_throttle();
         }
         if !err.retryable {
-            return Err(err);
+            return (Err(err), rtt, throttled);
         }
         let elapsed = start.elapsed();
         if !retry.max_elapsed.0.is_zero() && elapsed >= retry.max_elapsed.0 {
-            return Err(ExportError::permanent(format!(
+            let err = ExportError::permanent(format!(
                 "gave up after {attempt} attempts in {elapsed:?}: {}",
                 err.message
-            )));
+            ));
+            return (Err(err), rtt, throttled);
         }
         let pause = err
             .retry_after

@@ -1,6 +1,7 @@
 //! Sluice core: the data model ([`Telemetry`]), the component contracts, the channels between
 //! receivers, pipelines and exporters, and self-metrics. Every other crate builds on this one.
 
+pub mod concurrency;
 pub mod exporter;
 pub mod load;
 pub mod metrics;

@@ -30,6 +30,9 @@ fn store_f64(a: &AtomicU64, v: f64) {
 pub struct LoadSignal {
     room: Arc<Semaphore>,
     capacity: u32,
+    max_concurrency: usize,
+    in_flight: AtomicU64,
+    limit: AtomicU64,
     epoch: Instant,
     latency_ewma: AtomicU64,
     latency_baseline: AtomicU64,
@@ -38,10 +41,13 @@ pub struct LoadSignal {
 }
 
 impl LoadSignal {
-    pub(crate) fn new(room: Arc<Semaphore>, capacity: u32) -> Self {
+    pub(crate) fn new(room: Arc<Semaphore>, capacity: u32, max_concurrency: usize) -> Self {
         Self {
             room,
             capacity,
+            max_concurrency: max_concurrency.max(1),
+            in_flight: AtomicU64::new(0),
+            limit: AtomicU64::new(1),
             epoch: Instant::now(),
             latency_ewma: AtomicU64::new(0f64.to_bits()),
             latency_baseline: AtomicU64::new(0f64.to_bits()),
@@ -74,9 +80,36 @@ impl LoadSignal {
         load_f64(&self.latency_ewma) / base / LATENCY_SCALE
     }
 
-    /// The load in [0, ∞): 1.0 means at capacity.
+    /// Requests in flight over the most the exporter may ever run: 1.0 when every connection
+    /// it is allowed is busy (a limit lowered by adaptive concurrency shows in the latency term).
+    pub fn in_flight_term(&self) -> f64 {
+        self.in_flight.load(Ordering::Relaxed) as f64 / self.max_concurrency as f64
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The current adaptive concurrency limit.
+    pub fn concurrency_limit(&self) -> u64 {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_in_flight(&self, n: usize, limit: usize) {
+        self.in_flight.store(n as u64, Ordering::Relaxed);
+        self.limit.store(limit as u64, Ordering::Relaxed);
+    }
+
+    /// The load in [0, ∞): 1.0 means at capacity. The in-flight term counts only exporters that
+    /// may run several requests: a one-at-a-time exporter is "in flight" whenever it writes.
     pub fn load(&self) -> f64 {
-        self.queue_fill().max(self.latency_term())
+        let in_flight = if self.max_concurrency > 1 {
+            self.in_flight_term()
+        } else {
+            0.0
+        };
+        self.queue_fill().max(self.latency_term()).max(in_flight)
     }
 
     /// Whether the backend pushed back recently.
@@ -100,7 +133,9 @@ impl LoadSignal {
             return;
         }
         let secs = elapsed.as_secs_f64().max(1e-6);
-        let rate = items as f64 / secs;
+        // With several requests in flight, the exporter moves about that many times one request's rate.
+        let parallel = self.in_flight.load(Ordering::Relaxed).max(1) as f64;
+        let rate = items as f64 / secs * parallel;
         let old = load_f64(&self.drain_rate);
         store_f64(
             &self.drain_rate,

@@ -59,6 +59,7 @@ pub struct Metrics {
     sampler_probability: Family<Labels, FloatGauge>,
     sampler_sampled_out: Family<Labels, Counter>,
     sampler_input_rate: Family<Labels, FloatGauge>,
+    exporter_concurrency: Family<Labels, Gauge>,
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
@@ -90,6 +91,12 @@ impl Metrics {
         let sampler_probability = Family::<Labels, FloatGauge>::default();
         let sampler_sampled_out = Family::<Labels, Counter>::default();
         let sampler_input_rate = Family::<Labels, FloatGauge>::default();
+        let exporter_concurrency = Family::<Labels, Gauge>::default();
+        registry.register(
+            "sluice_exporter_concurrency_limit",
+            "Requests an exporter may have in flight (adaptive concurrency)",
+            exporter_concurrency.clone(),
+        );
         registry.register(
             "sluice_receiver_accepted_items",
             "Items (spans, data points, log records, profile samples) accepted into pipelines",
@@ -164,6 +171,7 @@ impl Metrics {
             sampler_probability,
             sampler_sampled_out,
             sampler_input_rate,
+            exporter_concurrency,
         }
     }
 
@@ -272,6 +280,13 @@ impl Metrics {
 }
 
 impl Metrics {
+    /// `sluice_exporter_concurrency_limit{exporter}`: the adaptive in-flight request limit.
+    pub fn exporter_concurrency(&self, exporter: &str) -> Gauge {
+        self.exporter_concurrency
+            .get_or_create(&labels(&[("exporter", exporter)]))
+            .clone()
+    }
+
     /// `sluice_sampler_probability{processor}`.
     pub fn sampler_probability(&self, processor: &str) -> FloatGauge {
         self.sampler_probability

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 tagged_enum!(ReceiverConfig { "otlp" => Otlp });
 tagged_enum!(ProcessorConfig { "batch" => Batch, "attributes" => Attributes, "adaptive_sampler" => AdaptiveSampler });
-tagged_enum!(ExporterConfig { "file" => File, "blackhole" => Blackhole, "otlp" => Otlp });
+tagged_enum!(ExporterConfig { "file" => File, "blackhole" => Blackhole, "otlp" => Otlp, "clickhouse" => Clickhouse });
 
 const ALL: &[Signal] = &[
     Signal::Traces,
@@ -245,6 +245,8 @@ pub enum ExporterConfig {
     Blackhole(BlackholeExporterConfig),
     /// Forwards over OTLP gRPC or HTTP (sidecar to gateway).
     Otlp(OtlpExporterConfig),
+    /// Writes the OpenTelemetry Collector ClickHouse exporter's tables.
+    Clickhouse(ClickhouseExporterConfig),
 }
 
 impl ExporterConfig {
@@ -259,6 +261,7 @@ impl ExporterConfig {
             Self::File(_) => "file",
             Self::Blackhole(_) => "blackhole",
             Self::Otlp(_) => "otlp",
+            Self::Clickhouse(_) => "clickhouse",
         }
     }
 
@@ -268,6 +271,7 @@ impl ExporterConfig {
             Self::File(c) => &c.queue,
             Self::Blackhole(c) => &c.queue,
             Self::Otlp(c) => &c.queue,
+            Self::Clickhouse(c) => &c.queue,
         }
     }
 
@@ -278,6 +282,7 @@ impl ExporterConfig {
             Self::File(_) => 1,
             Self::Blackhole(c) => c.max_concurrency,
             Self::Otlp(c) => c.max_concurrency,
+            Self::Clickhouse(c) => c.max_concurrency,
         }
     }
 
@@ -287,6 +292,7 @@ impl ExporterConfig {
             Self::File(c) => &c.retry,
             Self::Blackhole(c) => &c.retry,
             Self::Otlp(c) => &c.retry,
+            Self::Clickhouse(c) => &c.retry,
         }
     }
 }
@@ -470,4 +476,114 @@ fn default_otlp_concurrency() -> usize {
 
 fn default_otlp_timeout() -> HumanDuration {
     HumanDuration::from_secs(10)
+}
+
+/// ClickHouse insert compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ChCompression {
+    /// ClickHouse's native LZ4 block compression.
+    #[default]
+    Lz4,
+    /// None.
+    None,
+}
+
+/// Table names of the ClickHouse exporter (the OpenTelemetry Collector's defaults).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChTables {
+    /// Spans.
+    pub traces: String,
+    /// Log records.
+    pub logs: String,
+    /// Gauge data points.
+    pub metrics_gauge: String,
+    /// Sum data points.
+    pub metrics_sum: String,
+    /// Histogram data points.
+    pub metrics_histogram: String,
+    /// Exponential histogram data points.
+    pub metrics_exp_histogram: String,
+    /// Summary data points.
+    pub metrics_summary: String,
+    /// Profile samples.
+    pub profiles: String,
+}
+
+impl Default for ChTables {
+    fn default() -> Self {
+        Self {
+            traces: "otel_traces".into(),
+            logs: "otel_logs".into(),
+            metrics_gauge: "otel_metrics_gauge".into(),
+            metrics_sum: "otel_metrics_sum".into(),
+            metrics_histogram: "otel_metrics_histogram".into(),
+            metrics_exp_histogram: "otel_metrics_exponential_histogram".into(),
+            metrics_summary: "otel_metrics_summary".into(),
+            profiles: "otel_profiles".into(),
+        }
+    }
+}
+
+/// ClickHouse exporter settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickhouseExporterConfig {
+    /// HTTP interface, e.g. `http://127.0.0.1:8123`.
+    pub endpoint: String,
+    /// Database (created when `create_schema`).
+    #[serde(default = "default_ch_database")]
+    pub database: String,
+    /// User (use `${CLICKHOUSE_USER}` to keep it out of the file).
+    pub username: Option<String>,
+    /// Password (use `${CLICKHOUSE_PASSWORD}`).
+    pub password: Option<String>,
+    /// Table names.
+    #[serde(default)]
+    pub tables: ChTables,
+    /// Create the database, tables and materialized view on start (idempotent).
+    #[serde(default = "yes")]
+    pub create_schema: bool,
+    /// Drop data older than this (TTL on every table); absent = keep forever.
+    pub ttl: Option<HumanDuration>,
+    /// Adds `ON CLUSTER` to every DDL statement.
+    pub cluster: Option<String>,
+    /// Table engine, e.g. `MergeTree()` or `ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')`.
+    #[serde(default = "default_ch_engine")]
+    pub table_engine: String,
+    /// Insert compression.
+    #[serde(default)]
+    pub compression: ChCompression,
+    /// Let ClickHouse buffer inserts server-side (`async_insert=1, wait_for_async_insert=1`).
+    #[serde(default)]
+    pub async_insert: bool,
+    /// Per-insert timeout.
+    #[serde(default = "default_ch_timeout")]
+    pub timeout: HumanDuration,
+    /// Most inserts in flight (adaptive concurrency finds the best number up to this).
+    #[serde(default = "default_ch_concurrency")]
+    pub max_concurrency: usize,
+    /// Queue settings.
+    #[serde(default)]
+    pub queue: QueueConfig,
+    /// Retry settings.
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_ch_database() -> String {
+    "otel".into()
+}
+fn default_ch_engine() -> String {
+    "MergeTree()".into()
+}
+fn default_ch_timeout() -> HumanDuration {
+    HumanDuration::from_secs(30)
+}
+fn default_ch_concurrency() -> usize {
+    4
 }

@@ -219,6 +219,41 @@ pub(crate) fn validate(cfg: &Config, src: &Source) -> Result<(), Vec<ConfigError
                     }
                 }
             }
+            ExporterConfig::Clickhouse(c) => {
+                if !(c.endpoint.starts_with("http://") || c.endpoint.starts_with("https://")) {
+                    err(
+                        with(&base, "endpoint"),
+                        format!("invalid endpoint {:?}; expected a URL such as \"http://127.0.0.1:8123\"", c.endpoint),
+                    );
+                }
+                let ident_ok = |s: &str| {
+                    !s.is_empty() && s.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+                };
+                if !ident_ok(&c.database) {
+                    err(
+                        with(&base, "database"),
+                        "must be a plain identifier (letters, digits, _)".into(),
+                    );
+                }
+                if c.cluster.as_deref().is_some_and(|cl| !ident_ok(cl)) {
+                    err(
+                        with(&base, "cluster"),
+                        "must be a plain identifier (letters, digits, _)".into(),
+                    );
+                }
+                if !c.table_engine.contains("MergeTree") {
+                    err(
+                        with(&base, "table_engine"),
+                        format!(
+                            "expected a MergeTree-family engine, got {:?}",
+                            c.table_engine
+                        ),
+                    );
+                }
+                if c.ttl.is_some_and(|t| t.0.as_secs() < 3600) {
+                    err(with(&base, "ttl"), "must be at least 1h".into());
+                }
+            }
             ExporterConfig::Otlp(o) => {
                 if !(o.endpoint.starts_with("http://") || o.endpoint.starts_with("https://"))
                     || o.endpoint.len() <= "https://".len()

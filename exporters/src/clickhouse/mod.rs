@@ -1,0 +1,173 @@
+//! The ClickHouse exporter: writes the OpenTelemetry Collector ClickHouse exporter's tables with
+//! the `clickhouse` crate (HTTP, RowBinary, LZ4), one `INSERT` per table per batch.
+//!
+//! The schema is created lazily before the first insert (and again after a failure), so a
+//! ClickHouse that is down at start only delays delivery: exports fail retryably, the queue holds
+//! the data, and it flows once the server answers.
+
+pub mod rows;
+pub mod schema;
+
+use clickhouse::{Client, Compression, Row, RowOwned, RowWrite};
+use serde::Serialize;
+use sluice_config::{ChCompression, ClickhouseExporterConfig};
+use sluice_core::{BoxFuture, ExportError, Exporter, Telemetry};
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::Mutex;
+
+/// Writes telemetry into ClickHouse.
+pub struct ClickhouseExporter {
+    client: Client,
+    cfg: ClickhouseExporterConfig,
+    schema_ready: AtomicBool,
+    schema_lock: Mutex<()>,
+}
+
+/// ClickHouse error codes that mean "back off", not "your data is wrong".
+const THROTTLING_CODES: &[u32] = &[
+    202, // TOO_MANY_SIMULTANEOUS_QUERIES
+    241, // MEMORY_LIMIT_EXCEEDED
+    252, // TOO_MANY_PARTS
+    236, // ABORTED
+];
+
+/// Codes worth retrying as they are (transient server or network trouble).
+const RETRYABLE_CODES: &[u32] = &[
+    3,   // UNEXPECTED_END_OF_FILE (connection cut mid-insert)
+    159, // TIMEOUT_EXCEEDED
+    209, // SOCKET_TIMEOUT
+    210, // NETWORK_ERROR
+    242, // TABLE_IS_READ_ONLY
+    319, // UNKNOWN_STATUS_OF_INSERT
+    425, // SYSTEM_ERROR
+    999, // KEEPER_EXCEPTION
+];
+
+/// Turns a client error into a retry decision, keeping ClickHouse's own words.
+pub fn classify(e: clickhouse::error::Error) -> ExportError {
+    use clickhouse::error::Error as E;
+    match e {
+        E::BadResponse(text) => {
+            let code = text
+                .strip_prefix("Code: ")
+                .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|c| c.parse::<u32>().ok());
+            let msg = format!("ClickHouse: {}", text.trim());
+            match code {
+                Some(c) if THROTTLING_CODES.contains(&c) => ExportError::throttled(msg),
+                Some(c) if RETRYABLE_CODES.contains(&c) => ExportError::retryable(msg),
+                Some(_) => ExportError::permanent(msg),
+                // No code: an HTTP-level failure (proxy, 5xx without body): try again.
+                None => ExportError::retryable(msg),
+            }
+        }
+        other => ExportError::retryable(format!("ClickHouse unreachable: {other}")),
+    }
+}
+
+impl ClickhouseExporter {
+    /// Builds the client; nothing is contacted until the first export.
+    pub fn new(cfg: &ClickhouseExporterConfig) -> Self {
+        let mut client = Client::default()
+            .with_url(cfg.endpoint.clone())
+            .with_database(cfg.database.clone())
+            .with_validation(false)
+            .with_compression(match cfg.compression {
+                ChCompression::Lz4 => Compression::Lz4,
+                ChCompression::None => Compression::None,
+            });
+        if let Some(u) = &cfg.username {
+            client = client.with_user(u.clone());
+        }
+        if let Some(p) = &cfg.password {
+            client = client.with_password(p.clone());
+        }
+        if cfg.async_insert {
+            client = client
+                .with_setting("async_insert", "1")
+                .with_setting("wait_for_async_insert", "1");
+        }
+        Self {
+            client,
+            cfg: cfg.clone(),
+            schema_ready: AtomicBool::new(!cfg.create_schema),
+            schema_lock: Mutex::new(()),
+        }
+    }
+
+    async fn ensure_schema(&self) -> Result<(), ExportError> {
+        if self.schema_ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _guard = self.schema_lock.lock().await;
+        if self.schema_ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // DDL runs against `default`: the target database may not exist yet.
+        let admin = self.client.clone().with_database("default");
+        for ddl in schema::statements(&self.cfg) {
+            admin.query(&ddl).execute().await.map_err(|e| {
+                let mut err = classify(e);
+                err.message = format!("creating schema: {}", err.message);
+                err
+            })?;
+        }
+        tracing::info!(endpoint = %self.cfg.endpoint, database = %self.cfg.database, "ClickHouse schema ready");
+        self.schema_ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    async fn insert<T>(&self, table: &str, rows: &[T]) -> Result<(), ExportError>
+    where
+        T: Row + RowOwned + RowWrite + Serialize + for<'a> Row<Value<'a> = T>,
+    {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let timeout = Some(self.cfg.timeout.0);
+        let mut insert = self
+            .client
+            .insert::<T>(table)
+            .await
+            .map_err(classify)?
+            .with_timeouts(timeout, timeout);
+        for row in rows {
+            insert.write(row).await.map_err(classify)?;
+        }
+        insert.end().await.map_err(classify)
+    }
+}
+
+impl Exporter for ClickhouseExporter {
+    fn export<'a>(&'a self, batch: &'a Telemetry) -> BoxFuture<'a, Result<(), ExportError>> {
+        Box::pin(async move {
+            self.ensure_schema().await?;
+            let t = &self.cfg.tables;
+            let result = match batch {
+                Telemetry::Traces(r) => self.insert(&t.traces, &rows::span_rows(r)).await,
+                Telemetry::Logs(r) => self.insert(&t.logs, &rows::log_rows(r)).await,
+                Telemetry::Profiles(r) => self.insert(&t.profiles, &rows::profile_rows(r)).await,
+                Telemetry::Metrics(r) => {
+                    let m = rows::metric_rows(r);
+                    self.insert(&t.metrics_gauge, &m.gauge).await?;
+                    self.insert(&t.metrics_sum, &m.sum).await?;
+                    self.insert(&t.metrics_histogram, &m.histogram).await?;
+                    self.insert(&t.metrics_exp_histogram, &m.exp_histogram)
+                        .await?;
+                    self.insert(&t.metrics_summary, &m.summary).await
+                }
+            };
+            if let Err(e) = &result {
+                // A missing table (dropped behind our back, or a server that lost its data) gets
+                // the schema created again on the next attempt.
+                if e.message.contains("UNKNOWN_TABLE") && self.cfg.create_schema {
+                    self.schema_ready.store(false, Ordering::Release);
+                }
+            }
+            result
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

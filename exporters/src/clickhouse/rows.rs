@@ -1,0 +1,763 @@
+//! OTLP → ClickHouse rows, rendered the way the OpenTelemetry Collector's exporter renders them:
+//! ids as lowercase hex, attributes as `Map(String, String)` with non-strings stringified,
+//! span kind and status as `Server`/`Error`, timestamps as DateTime64(9) nanoseconds.
+
+use base64::Engine as _;
+use clickhouse::Row;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{
+    any_value::Value, AnyValue, InstrumentationScope, KeyValue,
+};
+use opentelemetry_proto::tonic::metrics::v1::{
+    exemplar, metric::Data, number_data_point, Exemplar,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use serde::Serialize;
+use std::hash::{Hash, Hasher};
+
+/// `Map(LowCardinality(String), String)`.
+pub type Attrs = Vec<(String, String)>;
+
+/// Renders an attribute value as the collector does (pdata `AsString`).
+pub fn value_string(v: Option<&AnyValue>) -> String {
+    match v.and_then(|v| v.value.as_ref()) {
+        None => String::new(),
+        Some(Value::StringValue(s)) => s.clone(),
+        Some(Value::BoolValue(b)) => b.to_string(),
+        Some(Value::IntValue(i)) => i.to_string(),
+        Some(Value::DoubleValue(d)) => d.to_string(),
+        Some(Value::BytesValue(b)) => base64::engine::general_purpose::STANDARD.encode(b),
+        Some(other) => json(Some(other)).to_string(),
+    }
+}
+
+fn json(v: Option<&Value>) -> serde_json::Value {
+    match v {
+        None => serde_json::Value::Null,
+        Some(Value::StringValue(s)) => s.clone().into(),
+        Some(Value::BoolValue(b)) => (*b).into(),
+        Some(Value::IntValue(i)) => (*i).into(),
+        Some(Value::DoubleValue(d)) => (*d).into(),
+        Some(Value::BytesValue(b)) => base64::engine::general_purpose::STANDARD.encode(b).into(),
+        Some(Value::ArrayValue(a)) => a.values.iter().map(|v| json(v.value.as_ref())).collect(),
+        // An index into a profile dictionary's string table; resolved where the dictionary is known.
+        Some(Value::StringValueStrindex(i)) => (*i).into(),
+        Some(Value::KvlistValue(kv)) => kv
+            .values
+            .iter()
+            .map(|kv| {
+                (
+                    kv.key.clone(),
+                    json(kv.value.as_ref().and_then(|v| v.value.as_ref())),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+    }
+}
+
+/// Attributes as a ClickHouse map.
+pub fn attrs(kvs: &[KeyValue]) -> Attrs {
+    kvs.iter()
+        .map(|kv| (kv.key.clone(), value_string(kv.value.as_ref())))
+        .collect()
+}
+
+fn service_name(resource: Option<&Resource>) -> String {
+    resource
+        .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
+        .map(|kv| value_string(kv.value.as_ref()))
+        .unwrap_or_default()
+}
+
+fn hex(b: &[u8]) -> String {
+    const_hex::encode(b)
+}
+
+fn nanos(t: u64) -> i64 {
+    i64::try_from(t).unwrap_or(i64::MAX)
+}
+
+fn scope_parts(s: Option<&InstrumentationScope>) -> (String, String, Attrs) {
+    s.map_or_else(Default::default, |s| {
+        (s.name.clone(), s.version.clone(), attrs(&s.attributes))
+    })
+}
+
+/// Span kind as the collector writes it.
+pub fn span_kind(k: i32) -> &'static str {
+    match k {
+        1 => "Internal",
+        2 => "Server",
+        3 => "Client",
+        4 => "Producer",
+        5 => "Consumer",
+        _ => "Unspecified",
+    }
+}
+
+/// Status code as the collector writes it.
+pub fn status_code(c: i32) -> &'static str {
+    match c {
+        1 => "Ok",
+        2 => "Error",
+        _ => "Unset",
+    }
+}
+
+/// A row of `otel_traces`.
+#[derive(Row, Serialize)]
+#[allow(non_snake_case)]
+pub struct SpanRow {
+    pub Timestamp: i64,
+    pub TraceId: String,
+    pub SpanId: String,
+    pub ParentSpanId: String,
+    pub TraceState: String,
+    pub SpanName: String,
+    pub SpanKind: &'static str,
+    pub ServiceName: String,
+    pub ResourceAttributes: Attrs,
+    pub ScopeName: String,
+    pub ScopeVersion: String,
+    pub SpanAttributes: Attrs,
+    pub Duration: u64,
+    pub StatusCode: &'static str,
+    pub StatusMessage: String,
+    #[serde(rename = "Events.Timestamp")]
+    pub events_timestamp: Vec<i64>,
+    #[serde(rename = "Events.Name")]
+    pub events_name: Vec<String>,
+    #[serde(rename = "Events.Attributes")]
+    pub events_attributes: Vec<Attrs>,
+    #[serde(rename = "Links.TraceId")]
+    pub links_trace_id: Vec<String>,
+    #[serde(rename = "Links.SpanId")]
+    pub links_span_id: Vec<String>,
+    #[serde(rename = "Links.TraceState")]
+    pub links_trace_state: Vec<String>,
+    #[serde(rename = "Links.Attributes")]
+    pub links_attributes: Vec<Attrs>,
+}
+
+/// Spans → rows.
+pub fn span_rows(req: &ExportTraceServiceRequest) -> Vec<SpanRow> {
+    let mut rows = Vec::new();
+    for rs in &req.resource_spans {
+        let res_attrs = rs
+            .resource
+            .as_ref()
+            .map(|r| attrs(&r.attributes))
+            .unwrap_or_default();
+        let service = service_name(rs.resource.as_ref());
+        for ss in &rs.scope_spans {
+            let (scope_name, scope_version, _) = scope_parts(ss.scope.as_ref());
+            for s in &ss.spans {
+                let status = s.status.as_ref();
+                rows.push(SpanRow {
+                    Timestamp: nanos(s.start_time_unix_nano),
+                    TraceId: hex(&s.trace_id),
+                    SpanId: hex(&s.span_id),
+                    ParentSpanId: hex(&s.parent_span_id),
+                    TraceState: s.trace_state.clone(),
+                    SpanName: s.name.clone(),
+                    SpanKind: span_kind(s.kind),
+                    ServiceName: service.clone(),
+                    ResourceAttributes: res_attrs.clone(),
+                    ScopeName: scope_name.clone(),
+                    ScopeVersion: scope_version.clone(),
+                    SpanAttributes: attrs(&s.attributes),
+                    Duration: s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano),
+                    StatusCode: status_code(status.map_or(0, |st| st.code)),
+                    StatusMessage: status.map(|st| st.message.clone()).unwrap_or_default(),
+                    events_timestamp: s.events.iter().map(|e| nanos(e.time_unix_nano)).collect(),
+                    events_name: s.events.iter().map(|e| e.name.clone()).collect(),
+                    events_attributes: s.events.iter().map(|e| attrs(&e.attributes)).collect(),
+                    links_trace_id: s.links.iter().map(|l| hex(&l.trace_id)).collect(),
+                    links_span_id: s.links.iter().map(|l| hex(&l.span_id)).collect(),
+                    links_trace_state: s.links.iter().map(|l| l.trace_state.clone()).collect(),
+                    links_attributes: s.links.iter().map(|l| attrs(&l.attributes)).collect(),
+                });
+            }
+        }
+    }
+    rows
+}
+
+/// A row of `otel_logs`.
+#[derive(Row, Serialize)]
+#[allow(non_snake_case)]
+pub struct LogRow {
+    pub Timestamp: i64,
+    pub TraceId: String,
+    pub SpanId: String,
+    pub TraceFlags: u8,
+    pub SeverityText: String,
+    pub SeverityNumber: u8,
+    pub ServiceName: String,
+    pub Body: String,
+    pub ResourceSchemaUrl: String,
+    pub ResourceAttributes: Attrs,
+    pub ScopeSchemaUrl: String,
+    pub ScopeName: String,
+    pub ScopeVersion: String,
+    pub ScopeAttributes: Attrs,
+    pub LogAttributes: Attrs,
+    pub EventName: String,
+}
+
+/// Log records → rows. A record without a timestamp takes its observed time, as the collector does.
+pub fn log_rows(req: &ExportLogsServiceRequest) -> Vec<LogRow> {
+    let mut rows = Vec::new();
+    for rl in &req.resource_logs {
+        let res_attrs = rl
+            .resource
+            .as_ref()
+            .map(|r| attrs(&r.attributes))
+            .unwrap_or_default();
+        let service = service_name(rl.resource.as_ref());
+        for sl in &rl.scope_logs {
+            let (scope_name, scope_version, scope_attrs) = scope_parts(sl.scope.as_ref());
+            for l in &sl.log_records {
+                let ts = if l.time_unix_nano != 0 {
+                    l.time_unix_nano
+                } else {
+                    l.observed_time_unix_nano
+                };
+                rows.push(LogRow {
+                    Timestamp: nanos(ts),
+                    TraceId: hex(&l.trace_id),
+                    SpanId: hex(&l.span_id),
+                    TraceFlags: (l.flags & 0xff) as u8,
+                    SeverityText: l.severity_text.clone(),
+                    SeverityNumber: u8::try_from(l.severity_number).unwrap_or(0),
+                    ServiceName: service.clone(),
+                    Body: value_string(l.body.as_ref()),
+                    ResourceSchemaUrl: rl.schema_url.clone(),
+                    ResourceAttributes: res_attrs.clone(),
+                    ScopeSchemaUrl: sl.schema_url.clone(),
+                    ScopeName: scope_name.clone(),
+                    ScopeVersion: scope_version.clone(),
+                    ScopeAttributes: scope_attrs.clone(),
+                    LogAttributes: attrs(&l.attributes),
+                    EventName: l.event_name.clone(),
+                });
+            }
+        }
+    }
+    rows
+}
+
+/// Columns every metric table shares.
+pub struct MetricCommon {
+    resource_attributes: Attrs,
+    resource_schema_url: String,
+    scope_name: String,
+    scope_version: String,
+    scope_attributes: Attrs,
+    scope_dropped_attr_count: u32,
+    scope_schema_url: String,
+    service_name: String,
+    metric_name: String,
+    metric_description: String,
+    metric_unit: String,
+    attributes: Attrs,
+    start_time_unix: i64,
+    time_unix: i64,
+}
+
+/// Exemplar columns (`Exemplars Nested(...)`).
+pub struct Exemplars {
+    filtered_attributes: Vec<Attrs>,
+    time_unix: Vec<i64>,
+    value: Vec<f64>,
+    span_id: Vec<String>,
+    trace_id: Vec<String>,
+}
+
+fn exemplars(ex: &[Exemplar]) -> Exemplars {
+    Exemplars {
+        filtered_attributes: ex.iter().map(|e| attrs(&e.filtered_attributes)).collect(),
+        time_unix: ex.iter().map(|e| nanos(e.time_unix_nano)).collect(),
+        value: ex
+            .iter()
+            .map(|e| match e.value {
+                Some(exemplar::Value::AsDouble(d)) => d,
+                Some(exemplar::Value::AsInt(i)) => i as f64,
+                None => 0.0,
+            })
+            .collect(),
+        span_id: ex.iter().map(|e| hex(&e.span_id)).collect(),
+        trace_id: ex.iter().map(|e| hex(&e.trace_id)).collect(),
+    }
+}
+
+/// Declares a metric table's row: the shared columns, then the table's own. `Row` derive
+/// needs flat structs (no `serde(flatten)`), hence the macro.
+macro_rules! metric_row {
+    ($(#[$doc:meta])* $name:ident { $($extra:tt)* }) => {
+        $(#[$doc])*
+        #[derive(Row, Serialize)]
+        #[allow(non_snake_case)]
+        pub struct $name {
+            pub ResourceAttributes: Attrs,
+            pub ResourceSchemaUrl: String,
+            pub ScopeName: String,
+            pub ScopeVersion: String,
+            pub ScopeAttributes: Attrs,
+            pub ScopeDroppedAttrCount: u32,
+            pub ScopeSchemaUrl: String,
+            pub ServiceName: String,
+            pub MetricName: String,
+            pub MetricDescription: String,
+            pub MetricUnit: String,
+            pub Attributes: Attrs,
+            pub StartTimeUnix: i64,
+            pub TimeUnix: i64,
+            $($extra)*
+        }
+    };
+}
+
+/// Builds a metric row from the shared columns and the table's own.
+macro_rules! build_row {
+    ($name:ident, $c:expr, { $($f:ident : $v:expr),* $(,)? }) => {{
+        let c: MetricCommon = $c;
+        $name {
+            ResourceAttributes: c.resource_attributes,
+            ResourceSchemaUrl: c.resource_schema_url,
+            ScopeName: c.scope_name,
+            ScopeVersion: c.scope_version,
+            ScopeAttributes: c.scope_attributes,
+            ScopeDroppedAttrCount: c.scope_dropped_attr_count,
+            ScopeSchemaUrl: c.scope_schema_url,
+            ServiceName: c.service_name,
+            MetricName: c.metric_name,
+            MetricDescription: c.metric_description,
+            MetricUnit: c.metric_unit,
+            Attributes: c.attributes,
+            StartTimeUnix: c.start_time_unix,
+            TimeUnix: c.time_unix,
+            $($f: $v,)*
+        }
+    }};
+}
+
+metric_row!(
+    /// A row of `otel_metrics_gauge`.
+    GaugeRow {
+        pub Value: f64,
+        pub Flags: u32,
+        #[serde(rename = "Exemplars.FilteredAttributes")]
+        pub ex_attrs: Vec<Attrs>,
+        #[serde(rename = "Exemplars.TimeUnix")]
+        pub ex_time: Vec<i64>,
+        #[serde(rename = "Exemplars.Value")]
+        pub ex_value: Vec<f64>,
+        #[serde(rename = "Exemplars.SpanId")]
+        pub ex_span: Vec<String>,
+        #[serde(rename = "Exemplars.TraceId")]
+        pub ex_trace: Vec<String>,
+    }
+);
+
+metric_row!(
+    /// A row of `otel_metrics_sum`.
+    SumRow {
+        pub Value: f64,
+        pub Flags: u32,
+        #[serde(rename = "Exemplars.FilteredAttributes")]
+        pub ex_attrs: Vec<Attrs>,
+        #[serde(rename = "Exemplars.TimeUnix")]
+        pub ex_time: Vec<i64>,
+        #[serde(rename = "Exemplars.Value")]
+        pub ex_value: Vec<f64>,
+        #[serde(rename = "Exemplars.SpanId")]
+        pub ex_span: Vec<String>,
+        #[serde(rename = "Exemplars.TraceId")]
+        pub ex_trace: Vec<String>,
+        pub AggregationTemporality: i32,
+        pub IsMonotonic: bool,
+    }
+);
+
+metric_row!(
+    /// A row of `otel_metrics_histogram`.
+    HistogramRow {
+        pub Count: u64,
+        pub Sum: f64,
+        pub BucketCounts: Vec<u64>,
+        pub ExplicitBounds: Vec<f64>,
+        #[serde(rename = "Exemplars.FilteredAttributes")]
+        pub ex_attrs: Vec<Attrs>,
+        #[serde(rename = "Exemplars.TimeUnix")]
+        pub ex_time: Vec<i64>,
+        #[serde(rename = "Exemplars.Value")]
+        pub ex_value: Vec<f64>,
+        #[serde(rename = "Exemplars.SpanId")]
+        pub ex_span: Vec<String>,
+        #[serde(rename = "Exemplars.TraceId")]
+        pub ex_trace: Vec<String>,
+        pub Flags: u32,
+        pub Min: f64,
+        pub Max: f64,
+        pub AggregationTemporality: i32,
+    }
+);
+
+metric_row!(
+    /// A row of `otel_metrics_exponential_histogram`.
+    ExpHistogramRow {
+        pub Count: u64,
+        pub Sum: f64,
+        pub Scale: i32,
+        pub ZeroCount: u64,
+        pub PositiveOffset: i32,
+        pub PositiveBucketCounts: Vec<u64>,
+        pub NegativeOffset: i32,
+        pub NegativeBucketCounts: Vec<u64>,
+        #[serde(rename = "Exemplars.FilteredAttributes")]
+        pub ex_attrs: Vec<Attrs>,
+        #[serde(rename = "Exemplars.TimeUnix")]
+        pub ex_time: Vec<i64>,
+        #[serde(rename = "Exemplars.Value")]
+        pub ex_value: Vec<f64>,
+        #[serde(rename = "Exemplars.SpanId")]
+        pub ex_span: Vec<String>,
+        #[serde(rename = "Exemplars.TraceId")]
+        pub ex_trace: Vec<String>,
+        pub Flags: u32,
+        pub Min: f64,
+        pub Max: f64,
+        pub AggregationTemporality: i32,
+    }
+);
+
+metric_row!(
+    /// A row of `otel_metrics_summary`.
+    SummaryRow {
+        pub Count: u64,
+        pub Sum: f64,
+        #[serde(rename = "ValueAtQuantiles.Quantile")]
+        pub quantiles: Vec<f64>,
+        #[serde(rename = "ValueAtQuantiles.Value")]
+        pub values: Vec<f64>,
+        pub Flags: u32,
+    }
+);
+
+/// Metric rows, one vector per table.
+#[derive(Default)]
+pub struct MetricRows {
+    /// Gauges.
+    pub gauge: Vec<GaugeRow>,
+    /// Sums.
+    pub sum: Vec<SumRow>,
+    /// Histograms.
+    pub histogram: Vec<HistogramRow>,
+    /// Exponential histograms.
+    pub exp_histogram: Vec<ExpHistogramRow>,
+    /// Summaries.
+    pub summary: Vec<SummaryRow>,
+}
+
+fn number(v: &Option<number_data_point::Value>) -> f64 {
+    match v {
+        Some(number_data_point::Value::AsDouble(d)) => *d,
+        Some(number_data_point::Value::AsInt(i)) => *i as f64,
+        None => 0.0,
+    }
+}
+
+/// Metric data points → rows of the five metric tables.
+pub fn metric_rows(req: &ExportMetricsServiceRequest) -> MetricRows {
+    let mut out = MetricRows::default();
+    for rm in &req.resource_metrics {
+        let res_attrs = rm
+            .resource
+            .as_ref()
+            .map(|r| attrs(&r.attributes))
+            .unwrap_or_default();
+        let service = service_name(rm.resource.as_ref());
+        for sm in &rm.scope_metrics {
+            let (scope_name, scope_version, scope_attrs) = scope_parts(sm.scope.as_ref());
+            let dropped = sm.scope.as_ref().map_or(0, |s| s.dropped_attributes_count);
+            for m in &sm.metrics {
+                let common = |a: &[KeyValue], start: u64, time: u64| MetricCommon {
+                    resource_attributes: res_attrs.clone(),
+                    resource_schema_url: rm.schema_url.clone(),
+                    scope_name: scope_name.clone(),
+                    scope_version: scope_version.clone(),
+                    scope_attributes: scope_attrs.clone(),
+                    scope_dropped_attr_count: dropped,
+                    scope_schema_url: sm.schema_url.clone(),
+                    service_name: service.clone(),
+                    metric_name: m.name.clone(),
+                    metric_description: m.description.clone(),
+                    metric_unit: m.unit.clone(),
+                    attributes: attrs(a),
+                    start_time_unix: nanos(start),
+                    time_unix: nanos(time),
+                };
+                match &m.data {
+                    Some(Data::Gauge(g)) => out.gauge.extend(g.data_points.iter().map(|p| {
+                        let ex = exemplars(&p.exemplars);
+                        build_row!(GaugeRow, common(&p.attributes, p.start_time_unix_nano, p.time_unix_nano), {
+                            Value: number(&p.value),
+                            Flags: p.flags,
+                            ex_attrs: ex.filtered_attributes,
+                            ex_time: ex.time_unix,
+                            ex_value: ex.value,
+                            ex_span: ex.span_id,
+                            ex_trace: ex.trace_id,
+                        })
+                    })),
+                    Some(Data::Sum(sum)) => out.sum.extend(sum.data_points.iter().map(|p| {
+                        let ex = exemplars(&p.exemplars);
+                        build_row!(SumRow, common(&p.attributes, p.start_time_unix_nano, p.time_unix_nano), {
+                            Value: number(&p.value),
+                            Flags: p.flags,
+                            ex_attrs: ex.filtered_attributes,
+                            ex_time: ex.time_unix,
+                            ex_value: ex.value,
+                            ex_span: ex.span_id,
+                            ex_trace: ex.trace_id,
+                            AggregationTemporality: sum.aggregation_temporality,
+                            IsMonotonic: sum.is_monotonic,
+                        })
+                    })),
+                    Some(Data::Histogram(h)) => out.histogram.extend(h.data_points.iter().map(|p| {
+                        let ex = exemplars(&p.exemplars);
+                        build_row!(HistogramRow, common(&p.attributes, p.start_time_unix_nano, p.time_unix_nano), {
+                            Count: p.count,
+                            Sum: p.sum.unwrap_or(0.0),
+                            BucketCounts: p.bucket_counts.clone(),
+                            ExplicitBounds: p.explicit_bounds.clone(),
+                            ex_attrs: ex.filtered_attributes,
+                            ex_time: ex.time_unix,
+                            ex_value: ex.value,
+                            ex_span: ex.span_id,
+                            ex_trace: ex.trace_id,
+                            Flags: p.flags,
+                            Min: p.min.unwrap_or(0.0),
+                            Max: p.max.unwrap_or(0.0),
+                            AggregationTemporality: h.aggregation_temporality,
+                        })
+                    })),
+                    Some(Data::ExponentialHistogram(h)) => out.exp_histogram.extend(h.data_points.iter().map(|p| {
+                        let ex = exemplars(&p.exemplars);
+                        build_row!(ExpHistogramRow, common(&p.attributes, p.start_time_unix_nano, p.time_unix_nano), {
+                            Count: p.count,
+                            Sum: p.sum.unwrap_or(0.0),
+                            Scale: p.scale,
+                            ZeroCount: p.zero_count,
+                            PositiveOffset: p.positive.as_ref().map_or(0, |b| b.offset),
+                            PositiveBucketCounts: p.positive.as_ref().map(|b| b.bucket_counts.clone()).unwrap_or_default(),
+                            NegativeOffset: p.negative.as_ref().map_or(0, |b| b.offset),
+                            NegativeBucketCounts: p.negative.as_ref().map(|b| b.bucket_counts.clone()).unwrap_or_default(),
+                            ex_attrs: ex.filtered_attributes,
+                            ex_time: ex.time_unix,
+                            ex_value: ex.value,
+                            ex_span: ex.span_id,
+                            ex_trace: ex.trace_id,
+                            Flags: p.flags,
+                            Min: p.min.unwrap_or(0.0),
+                            Max: p.max.unwrap_or(0.0),
+                            AggregationTemporality: h.aggregation_temporality,
+                        })
+                    })),
+                    Some(Data::Summary(summary)) => out.summary.extend(summary.data_points.iter().map(|p| {
+                        build_row!(SummaryRow, common(&p.attributes, p.start_time_unix_nano, p.time_unix_nano), {
+                            Count: p.count,
+                            Sum: p.sum,
+                            quantiles: p.quantile_values.iter().map(|q| q.quantile).collect(),
+                            values: p.quantile_values.iter().map(|q| q.value).collect(),
+                            Flags: p.flags,
+                        })
+                    })),
+                    None => {}
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A row of `otel_profiles`: one profile sample with its resolved stack.
+#[derive(Row, Serialize)]
+#[allow(non_snake_case)]
+pub struct ProfileRow {
+    pub Timestamp: i64,
+    pub ProfileId: String,
+    pub SampleType: String,
+    pub SampleUnit: String,
+    pub ServiceName: String,
+    pub ResourceAttributes: Attrs,
+    pub ScopeName: String,
+    pub ScopeVersion: String,
+    pub ProfileAttributes: Attrs,
+    pub SampleAttributes: Attrs,
+    pub StackHash: u64,
+    pub Addresses: Vec<u64>,
+    pub FunctionNames: Vec<String>,
+    pub FileNames: Vec<String>,
+    pub LineNumbers: Vec<i32>,
+    pub MappingFileNames: Vec<String>,
+    pub Values: Vec<i64>,
+    pub TimestampsUnixNano: Vec<u64>,
+    pub DurationNano: u64,
+    pub Period: i64,
+    pub PeriodType: String,
+    pub PeriodUnit: String,
+    pub TraceId: String,
+    pub SpanId: String,
+}
+
+/// Profile samples → rows, resolving stacks through the request's dictionary.
+pub fn profile_rows(req: &ExportProfilesServiceRequest) -> Vec<ProfileRow> {
+    let empty = Default::default();
+    let dict = req.dictionary.as_ref().unwrap_or(&empty);
+    let s = |i: i32| -> String {
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| dict.string_table.get(i))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let dict_attrs = |idx: &[i32]| -> Attrs {
+        idx.iter()
+            .filter_map(|i| {
+                usize::try_from(*i)
+                    .ok()
+                    .and_then(|i| dict.attribute_table.get(i))
+            })
+            .map(|a| {
+                let v = match a.value.as_ref().and_then(|v| v.value.as_ref()) {
+                    Some(Value::StringValueStrindex(i)) => s(*i),
+                    _ => value_string(a.value.as_ref()),
+                };
+                (s(a.key_strindex), v)
+            })
+            .collect()
+    };
+    let mut rows = Vec::new();
+    for rp in &req.resource_profiles {
+        let res_attrs = rp
+            .resource
+            .as_ref()
+            .map(|r| attrs(&r.attributes))
+            .unwrap_or_default();
+        let service = service_name(rp.resource.as_ref());
+        for sp in &rp.scope_profiles {
+            let (scope_name, scope_version, _) = scope_parts(sp.scope.as_ref());
+            for p in &sp.profiles {
+                let (st, su) = p
+                    .sample_type
+                    .as_ref()
+                    .map_or((String::new(), String::new()), |v| {
+                        (s(v.type_strindex), s(v.unit_strindex))
+                    });
+                let (pt, pu) = p
+                    .period_type
+                    .as_ref()
+                    .map_or((String::new(), String::new()), |v| {
+                        (s(v.type_strindex), s(v.unit_strindex))
+                    });
+                let profile_attrs = dict_attrs(&p.attribute_indices);
+                for sample in &p.samples {
+                    let mut row = ProfileRow {
+                        Timestamp: nanos(
+                            sample
+                                .timestamps_unix_nano
+                                .first()
+                                .copied()
+                                .unwrap_or(p.time_unix_nano),
+                        ),
+                        ProfileId: hex(&p.profile_id),
+                        SampleType: st.clone(),
+                        SampleUnit: su.clone(),
+                        ServiceName: service.clone(),
+                        ResourceAttributes: res_attrs.clone(),
+                        ScopeName: scope_name.clone(),
+                        ScopeVersion: scope_version.clone(),
+                        ProfileAttributes: profile_attrs.clone(),
+                        SampleAttributes: dict_attrs(&sample.attribute_indices),
+                        StackHash: 0,
+                        Addresses: Vec::new(),
+                        FunctionNames: Vec::new(),
+                        FileNames: Vec::new(),
+                        LineNumbers: Vec::new(),
+                        MappingFileNames: Vec::new(),
+                        Values: sample.values.clone(),
+                        TimestampsUnixNano: sample.timestamps_unix_nano.clone(),
+                        DurationNano: p.duration_nano,
+                        Period: p.period,
+                        PeriodType: pt.clone(),
+                        PeriodUnit: pu.clone(),
+                        TraceId: String::new(),
+                        SpanId: String::new(),
+                    };
+                    let locations = usize::try_from(sample.stack_index)
+                        .ok()
+                        .and_then(|i| dict.stack_table.get(i))
+                        .map(|st| st.location_indices.as_slice())
+                        .unwrap_or_default();
+                    let mut hasher = std::hash::DefaultHasher::new();
+                    locations.hash(&mut hasher);
+                    row.StackHash = hasher.finish();
+                    for li in locations {
+                        let Some(loc) = usize::try_from(*li)
+                            .ok()
+                            .and_then(|i| dict.location_table.get(i))
+                        else {
+                            continue;
+                        };
+                        let mapping = usize::try_from(loc.mapping_index)
+                            .ok()
+                            .filter(|i| *i > 0)
+                            .and_then(|i| dict.mapping_table.get(i))
+                            .map(|m| s(m.filename_strindex))
+                            .unwrap_or_default();
+                        let frames: Vec<(String, String, i32)> = if loc.lines.is_empty() {
+                            vec![(String::new(), String::new(), 0)]
+                        } else {
+                            loc.lines
+                                .iter()
+                                .map(|l| {
+                                    let f = usize::try_from(l.function_index)
+                                        .ok()
+                                        .and_then(|i| dict.function_table.get(i));
+                                    (
+                                        f.map(|f| s(f.name_strindex)).unwrap_or_default(),
+                                        f.map(|f| s(f.filename_strindex)).unwrap_or_default(),
+                                        i32::try_from(l.line).unwrap_or(0),
+                                    )
+                                })
+                                .collect()
+                        };
+                        for (func, file, line) in frames {
+                            row.Addresses.push(loc.address);
+                            row.FunctionNames.push(func);
+                            row.FileNames.push(file);
+                            row.LineNumbers.push(line);
+                            row.MappingFileNames.push(mapping.clone());
+                        }
+                    }
+                    if let Some(link) = usize::try_from(sample.link_index)
+                        .ok()
+                        .filter(|i| *i > 0)
+                        .and_then(|i| dict.link_table.get(i))
+                    {
+                        row.TraceId = hex(&link.trace_id);
+                        row.SpanId = hex(&link.span_id);
+                    }
+                    rows.push(row);
+                }
+            }
+        }
+    }
+    rows
+}

@@ -1,0 +1,45 @@
+use super::*;
+
+#[test]
+fn classifies_clickhouse_errors() {
+    use clickhouse::error::Error as E;
+    let e = classify(E::BadResponse("Code: 16. DB::Exception: No such column Foo in table otel.otel_traces. (NO_SUCH_COLUMN_IN_TABLE) (version 26.9.1)".into()));
+    assert!(!e.retryable && e.message.contains("NO_SUCH_COLUMN_IN_TABLE"));
+    let e = classify(E::BadResponse(
+        "Code: 252. DB::Exception: Too many parts (300). (TOO_MANY_PARTS)".into(),
+    ));
+    assert!(e.retryable && e.throttled);
+    let e = classify(E::BadResponse(
+        "Code: 159. DB::Exception: Timeout exceeded. (TIMEOUT_EXCEEDED)".into(),
+    ));
+    assert!(e.retryable && !e.throttled);
+}
+
+#[test]
+fn kinds_and_status_render_like_the_collector() {
+    assert_eq!(rows::span_kind(2), "Server");
+    assert_eq!(rows::span_kind(0), "Unspecified");
+    assert_eq!(rows::status_code(2), "Error");
+    use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, ArrayValue};
+    let v = |x| Some(AnyValue { value: Some(x) });
+    assert_eq!(rows::value_string(v(Value::IntValue(42)).as_ref()), "42");
+    assert_eq!(
+        rows::value_string(v(Value::DoubleValue(0.5)).as_ref()),
+        "0.5"
+    );
+    assert_eq!(
+        rows::value_string(v(Value::BoolValue(true)).as_ref()),
+        "true"
+    );
+    let arr = Value::ArrayValue(ArrayValue {
+        values: vec![
+            AnyValue {
+                value: Some(Value::IntValue(1)),
+            },
+            AnyValue {
+                value: Some(Value::StringValue("a".into())),
+            },
+        ],
+    });
+    assert_eq!(rows::value_string(v(arr).as_ref()), r#"[1,"a"]"#);
+}

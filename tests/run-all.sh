@@ -26,13 +26,16 @@ export SLUICE_BIN="$PWD/target/release/sluice"
 step "benchmarks compile and run once (criterion --test mode)"
 cargo bench --workspace --locked -- --test
 
-step "Python test environment (OpenTelemetry SDK from PyPI)"
+step "Python test environment (OpenTelemetry SDK, chDB for a real ClickHouse engine; from PyPI)"
 bash tests/setup.sh
 
 step "cargo test (unit + Rust end-to-end against $SLUICE_BIN)"
 cargo test --workspace --locked
 
-step "end-to-end tests with the OpenTelemetry Python SDK"
+step "end-to-end tests with the OpenTelemetry Python SDK (and chfront's own tests)"
 .venv/bin/python -m pytest -q -p no:cacheprovider
+
+step "ClickHouse benchmark runs once (quick mode)"
+.venv/bin/python bench/clickhouse_rows.py --quick
 
 step "all tests passed"

@@ -7,7 +7,7 @@ use serde_json::json;
 use sluice_config::{Config, ExporterConfig, ProcessorConfig, ReceiverConfig, Signal};
 use sluice_core::pipeline::PIPELINE_CHANNEL_REQUESTS;
 use sluice_core::{
-    spawn_exporter, DropReason, Exporter, ExporterQueue, LoadSignal, Metrics, PerSignal,
+    spawn_exporter, Coalesce, DropReason, Exporter, ExporterQueue, LoadSignal, Metrics, PerSignal,
     PipelineInput, PipelineSender, Processor,
 };
 use sluice_exporters::{BlackholeExporter, ClickhouseExporter, FileExporter, OtlpExporter};
@@ -152,6 +152,10 @@ impl Topology {
                 ecfg.queue(),
                 ecfg.retry(),
                 ecfg.max_concurrency(),
+                ecfg.coalesce().map(|(min_items, max_delay)| Coalesce {
+                    min_items,
+                    max_delay,
+                }),
                 &metrics,
             );
             queues.insert(name, q);

@@ -246,7 +246,7 @@ pub enum ExporterConfig {
     /// Forwards over OTLP gRPC or HTTP (sidecar to gateway).
     Otlp(OtlpExporterConfig),
     /// Writes the OpenTelemetry Collector ClickHouse exporter's tables.
-    Clickhouse(ClickhouseExporterConfig),
+    Clickhouse(Box<ClickhouseExporterConfig>),
 }
 
 impl ExporterConfig {
@@ -283,6 +283,16 @@ impl ExporterConfig {
             Self::Blackhole(c) => c.max_concurrency,
             Self::Otlp(c) => c.max_concurrency,
             Self::Clickhouse(c) => c.max_concurrency,
+        }
+    }
+
+    /// Whether (and how) queued batches are merged before export.
+    pub fn coalesce(&self) -> Option<(u64, std::time::Duration)> {
+        match self {
+            Self::Clickhouse(c) if c.min_insert_rows > 1 => {
+                Some((c.min_insert_rows, c.max_insert_delay.0))
+            }
+            _ => None,
         }
     }
 
@@ -561,6 +571,12 @@ pub struct ClickhouseExporterConfig {
     /// Per-insert timeout.
     #[serde(default = "default_ch_timeout")]
     pub timeout: HumanDuration,
+    /// Merge queued batches into inserts of at least this many rows (fewer, larger parts)...
+    #[serde(default = "default_ch_min_rows")]
+    pub min_insert_rows: u64,
+    /// ...or of whatever arrived within this time.
+    #[serde(default = "default_ch_max_delay")]
+    pub max_insert_delay: HumanDuration,
     /// Most inserts in flight (adaptive concurrency finds the best number up to this).
     #[serde(default = "default_ch_concurrency")]
     pub max_concurrency: usize,
@@ -583,6 +599,12 @@ fn default_ch_engine() -> String {
 }
 fn default_ch_timeout() -> HumanDuration {
     HumanDuration::from_secs(30)
+}
+fn default_ch_min_rows() -> u64 {
+    10_000
+}
+fn default_ch_max_delay() -> HumanDuration {
+    HumanDuration::from_secs(1)
 }
 fn default_ch_concurrency() -> usize {
     4

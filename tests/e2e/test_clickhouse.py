@@ -270,7 +270,8 @@ def test_clickhouse_starting_late_loses_nothing(sluice, tmp_path):
 def test_schema_mismatch_is_reported_once_per_batch_and_not_retried(sluice, clickhouse):
     clickhouse.execute("CREATE DATABASE otel")
     clickhouse.execute("CREATE TABLE otel.otel_traces (Timestamp DateTime64(9), TraceId String) ENGINE = MergeTree ORDER BY Timestamp")
-    sluice.start(ch_config(sluice, clickhouse.url))
+    # One insert per batch here (no merging of queued batches), so each batch reports once.
+    sluice.start(ch_config(sluice, clickhouse.url, extra="min_insert_rows = 1"))
     for i in range(3):
         r = requests.post(sluice.otlp_http("/v1/traces"), data=spans_request(50, tid=(i + 1).to_bytes(16, "big")),
                           headers={"Content-Type": "application/x-protobuf"}, timeout=10)

@@ -149,9 +149,18 @@ pub fn spawn_exporter(
     queue: &QueueConfig,
     retry: &RetryConfig,
     max_concurrency: usize,
+    coalesce: Option<Coalesce>,
     metrics: &Metrics,
 ) -> (ExporterQueue, JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Queued>();
+    let (tx, rx) = mpsc::unbounded_channel::<Queued>();
+    let mut rx = match coalesce {
+        Some(c) => {
+            let (ctx, crx) = mpsc::unbounded_channel::<Queued>();
+            tokio::spawn(coalesce_queue(rx, ctx, c));
+            crx
+        }
+        None => rx,
+    };
     let max_items = u32::try_from(queue.max_items)
         .unwrap_or(u32::MAX)
         .min(Semaphore::MAX_PERMITS as u32);
@@ -232,6 +241,74 @@ pub fn spawn_exporter(
     (handle, task)
 }
 
+/// Merge queued batches of one signal into larger exports (ClickHouse wants big inserts).
+#[derive(Debug, Clone, Copy)]
+pub struct Coalesce {
+    /// Export as soon as this many items are merged.
+    pub min_items: u64,
+    /// Export what has been merged once the oldest part waited this long.
+    pub max_delay: Duration,
+}
+
+/// Sits between an exporter's queue and its worker, merging batches per signal. Items stay counted
+/// as queued (their permits travel with them), and everything is flushed when the queue closes.
+async fn coalesce_queue(
+    mut rx: mpsc::UnboundedReceiver<Queued>,
+    tx: mpsc::UnboundedSender<Queued>,
+    c: Coalesce,
+) {
+    let mut pending: [Option<(Queued, tokio::time::Instant)>; 4] = [None, None, None, None];
+    loop {
+        let deadline = pending
+            .iter()
+            .flatten()
+            .map(|(_, t)| *t + c.max_delay)
+            .min();
+        tokio::select! {
+            msg = rx.recv() => {
+                let Some(q) = msg else { break };
+                let slot = &mut pending[q.data.signal().index()];
+                match slot {
+                    None => *slot = Some((q, tokio::time::Instant::now())),
+                    Some((acc, _)) => match acc.data.try_merge(q.data) {
+                        Ok(()) => {
+                            acc.items += q.items;
+                            acc.permits += q.permits;
+                        }
+                        // Profiles cannot be merged: they go on as they are.
+                        Err(data) => {
+                            let _ = tx.send(Queued { data, items: q.items, permits: q.permits });
+                        }
+                    },
+                }
+                if slot.as_ref().is_some_and(|(acc, _)| acc.items >= c.min_items || acc.data.signal() == Signal::Profiles) {
+                    if let Some((acc, _)) = slot.take() {
+                        let _ = tx.send(acc);
+                    }
+                }
+            }
+            _ = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let now = tokio::time::Instant::now();
+                for slot in &mut pending {
+                    if slot.as_ref().is_some_and(|(_, t)| *t + c.max_delay <= now) {
+                        if let Some((acc, _)) = slot.take() {
+                            let _ = tx.send(acc);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (acc, _) in pending.into_iter().flatten() {
+        let _ = tx.send(acc);
+    }
+}
+
 /// What an export task reports back to the worker.
 struct Done {
     signal: Signal,
@@ -289,5 +366,61 @@ async fn export_with_retry(
         tracing::warn!(exporter = %name, attempt, error = %err.message, retry_in = ?pause, "export failed; will retry");
         tokio::time::sleep(pause).await;
         wait = (wait * 2).min(retry.max_interval.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    fn spans(n: usize) -> Queued {
+        let data = Telemetry::Traces(ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![Span::default(); n],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        });
+        Queued {
+            data,
+            items: n as u64,
+            permits: n as u32,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn coalescing_merges_up_to_min_items_then_flushes_the_rest_after_the_delay() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (otx, mut orx) = mpsc::unbounded_channel();
+        let c = Coalesce {
+            min_items: 1000,
+            max_delay: Duration::from_secs(1),
+        };
+        let task = tokio::spawn(coalesce_queue(rx, otx, c));
+        for _ in 0..5 {
+            tx.send(spans(300)).unwrap();
+        }
+        let first = orx.recv().await.unwrap();
+        assert_eq!(
+            (first.items, first.permits, first.data.item_count()),
+            (1200, 1200, 1200)
+        );
+        let start = tokio::time::Instant::now();
+        let rest = orx.recv().await.unwrap();
+        assert_eq!(rest.items, 300);
+        assert!(start.elapsed() >= Duration::from_millis(990));
+        tx.send(spans(10)).unwrap();
+        drop(tx);
+        assert_eq!(
+            orx.recv().await.unwrap().items,
+            10,
+            "flushed when the queue closes"
+        );
+        task.await.unwrap();
+        assert!(orx.recv().await.is_none());
     }
 }

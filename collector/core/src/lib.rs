@@ -8,7 +8,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod telemetry;
 
-pub use exporter::{spawn_exporter, BoxFuture, ExportError, Exporter, ExporterQueue};
+pub use exporter::{spawn_exporter, BoxFuture, Coalesce, ExportError, Exporter, ExporterQueue};
 pub use load::LoadSignal;
 pub use metrics::{DropReason, Metrics, PerSignal};
 pub use pipeline::{Envelope, PipelineInput, PipelineSender, SendError};

@@ -2,8 +2,8 @@
 OpenTelemetry Collector's tables, all signals from the OpenTelemetry Python SDK, Grafana's trace
 lookup, profiles, a ClickHouse that starts late, and a schema mismatch."""
 
-import json
 import logging
+import random
 import threading
 import time
 
@@ -14,6 +14,8 @@ from conftest import free_port, wait_for
 from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric, ResourceMetrics, ScopeMetrics, Summary, SummaryDataPoint
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
@@ -286,3 +288,30 @@ def test_schema_mismatch_is_reported_once_per_batch_and_not_retried(sluice, clic
     assert "will retry" not in log
     assert sluice.metric("sluice_dropped_items_total", reason="export_failed") == 150
     assert clickhouse.count("otel.otel_traces") == 0
+
+
+def test_schema_is_idempotent_and_has_the_ttl(sluice, clickhouse, make_sluice):
+    def one_span(sl, name):
+        now = time.time_ns()
+        req = ExportTraceServiceRequest(resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=[
+            Span(trace_id=random.randbytes(16), span_id=random.randbytes(8), name=name, start_time_unix_nano=now, end_time_unix_nano=now + 5)])])])
+        r = requests.post(sl.otlp_http("/v1/traces"), data=req.SerializeToString(), headers={"Content-Type": "application/x-protobuf"}, timeout=10)
+        assert r.status_code == 200
+
+    cfg = lambda sl: ch_config(sl, clickhouse.url, extra='ttl = "72h"')
+    sluice.start(cfg(sluice))
+    one_span(sluice, "first")
+    wait_for(lambda: clickhouse.count("otel.otel_traces") == 1, what="first span")
+    assert sluice.stop() == 0
+    # A second collector (or a restart) runs the same DDL against the existing schema.
+    again = make_sluice("again")
+    again.start(cfg(again))
+    one_span(again, "second")
+    wait_for(lambda: clickhouse.count("otel.otel_traces") == 2, what="second span")
+    assert "ClickHouse schema ready" in again.log_text()
+    ddl = clickhouse.value("SHOW CREATE TABLE otel.otel_traces")
+    assert "TTL toDateTime(Timestamp) + toIntervalSecond(259200)" in ddl
+    assert "ttl_only_drop_parts = 1" in ddl
+    tables = {r["name"] for r in clickhouse.rows("SELECT name FROM system.tables WHERE database = 'otel'")}
+    assert tables == {"otel_traces", "otel_traces_trace_id_ts", "otel_traces_trace_id_ts_mv", "otel_logs", "otel_metrics_gauge",
+                      "otel_metrics_sum", "otel_metrics_histogram", "otel_metrics_exponential_histogram", "otel_metrics_summary", "otel_profiles"}

@@ -43,3 +43,49 @@ fn kinds_and_status_render_like_the_collector() {
     });
     assert_eq!(rows::value_string(v(arr).as_ref()), r#"[1,"a"]"#);
 }
+
+#[test]
+fn ddl_honours_cluster_engine_ttl_and_table_names() {
+    let cfg: sluice_config::Config = sluice_config::Config::from_str_named(
+        "t.toml",
+        r#"
+[receivers.otlp]
+type = "otlp"
+grpc = "127.0.0.1:4317"
+[exporters.ch]
+type = "clickhouse"
+endpoint = "http://ch:8123"
+database = "telemetry"
+cluster = "prod"
+ttl = "72h"
+table_engine = "ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')"
+tables = { traces = "spans" }
+[pipelines.p]
+signals = ["traces"]
+receivers = ["otlp"]
+exporters = ["ch"]
+"#,
+        &|_| None,
+    )
+    .unwrap();
+    let sluice_config::ExporterConfig::Clickhouse(c) = &cfg.exporters["ch"] else {
+        panic!()
+    };
+    let ddl = schema::statements(c);
+    assert_eq!(ddl.len(), 11);
+    assert!(
+        ddl.iter().all(|s| s.contains("ON CLUSTER prod")),
+        "{ddl:#?}"
+    );
+    assert!(ddl[1].starts_with("CREATE TABLE IF NOT EXISTS telemetry.spans ON CLUSTER prod"));
+    assert!(ddl[1].contains("ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')"));
+    assert!(ddl[1].contains("TTL toDateTime(Timestamp) + toIntervalSecond(259200)"));
+    assert!(
+        ddl[3].contains("TO telemetry.spans_trace_id_ts")
+            && ddl[3].contains("FROM telemetry.spans")
+    );
+    assert!(
+        ddl.iter().skip(1).all(|s| s.contains("IF NOT EXISTS")),
+        "idempotent"
+    );
+}

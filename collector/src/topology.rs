@@ -13,7 +13,13 @@ use sluice_core::{
 use sluice_exporters::{BlackholeExporter, ClickhouseExporter, FileExporter, OtlpExporter};
 use sluice_processors::sampler::AdaptiveSampler;
 use sluice_processors::{AttributesProcessor, Batcher};
-use sluice_receivers::OtlpReceiver;
+use sluice_receivers::{OtlpReceiver, PprofReceiver};
+
+/// A receiver with its sockets bound, not yet serving.
+enum Bound {
+    Otlp(OtlpReceiver),
+    Pprof(PprofReceiver),
+}
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -266,13 +272,25 @@ impl Topology {
             match rcfg {
                 ReceiverConfig::Otlp(o) => bound.push((
                     name.clone(),
-                    OtlpReceiver::bind(name, o, input, &metrics).await?,
+                    Bound::Otlp(OtlpReceiver::bind(name, o, input, &metrics).await?),
+                )),
+                ReceiverConfig::Pprof(p) => bound.push((
+                    name.clone(),
+                    Bound::Pprof(PprofReceiver::bind(name, p, input, &metrics).await?),
                 )),
             }
         }
+        // Everything is bound: only now start serving, so a failed start leaves nothing behind.
         let receivers = bound
             .into_iter()
-            .map(|(name, r)| (name, tokio::spawn(r.run(receiver_shutdown.clone()))))
+            .map(|(name, r)| {
+                let stop = receiver_shutdown.clone();
+                let task = match r {
+                    Bound::Otlp(r) => tokio::spawn(r.run(stop)),
+                    Bound::Pprof(r) => tokio::spawn(r.run(stop)),
+                };
+                (name, task)
+            })
             .collect();
 
         Ok(Self {

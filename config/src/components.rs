@@ -6,7 +6,7 @@ use crate::Signal;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-tagged_enum!(ReceiverConfig { "otlp" => Otlp });
+tagged_enum!(ReceiverConfig { "otlp" => Otlp, "pprof" => Pprof });
 tagged_enum!(ProcessorConfig { "batch" => Batch, "attributes" => Attributes, "adaptive_sampler" => AdaptiveSampler });
 tagged_enum!(ExporterConfig { "file" => File, "blackhole" => Blackhole, "otlp" => Otlp, "clickhouse" => Clickhouse });
 
@@ -22,6 +22,8 @@ const ALL: &[Signal] = &[
 pub enum ReceiverConfig {
     /// OTLP over gRPC and/or HTTP.
     Otlp(OtlpReceiverConfig),
+    /// pprof profiles: Pyroscope-compatible `POST /ingest` and raw `POST /v1/pprof`.
+    Pprof(PprofReceiverConfig),
 }
 
 impl ReceiverConfig {
@@ -29,6 +31,7 @@ impl ReceiverConfig {
     pub fn signals(&self) -> &'static [Signal] {
         match self {
             Self::Otlp(_) => ALL,
+            Self::Pprof(_) => &[Signal::Profiles],
         }
     }
 
@@ -36,6 +39,7 @@ impl ReceiverConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Otlp(_) => "otlp",
+            Self::Pprof(_) => "pprof",
         }
     }
 }
@@ -52,6 +56,20 @@ pub struct OtlpReceiverConfig {
     #[serde(default = "default_max_request_size")]
     pub max_request_size: ByteSize,
     /// How long a request may wait for room in a full pipeline before it is refused (503 / UNAVAILABLE).
+    #[serde(default = "default_accept_timeout")]
+    pub accept_timeout: HumanDuration,
+}
+
+/// pprof receiver settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PprofReceiverConfig {
+    /// HTTP listen address (Pyroscope's port is 4040).
+    pub http: ListenAddr,
+    /// Largest profile accepted, after decompression.
+    #[serde(default = "default_max_request_size")]
+    pub max_request_size: ByteSize,
+    /// How long a request may wait for room in a full pipeline before it is refused (503).
     #[serde(default = "default_accept_timeout")]
     pub accept_timeout: HumanDuration,
 }

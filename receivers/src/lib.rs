@@ -1,6 +1,9 @@
 //! Sluice receivers: they decode client requests into [`sluice_core::Telemetry`], hand them to
 //! pipelines, and answer only once the data is accepted (or refused with a retryable status).
 
+pub mod ingest;
 pub mod otlp;
+pub mod pprof;
 
 pub use otlp::OtlpReceiver;
+pub use pprof::PprofReceiver;

@@ -1,6 +1,6 @@
 //! Body decoding for OTLP: decompression with a size cap, protobuf, and OTLP/JSON with its quirks.
 
-use super::ingest::IngestError;
+use crate::ingest::IngestError;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;

@@ -1,6 +1,6 @@
 //! OTLP/gRPC: the four collector services on one tonic server.
 
-use super::ingest::{responses, Ingest, IngestError, Partial};
+use crate::ingest::{responses, Ingest, IngestError, Partial};
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
     LogsService, LogsServiceServer,
 };

@@ -1,7 +1,7 @@
 //! OTLP/HTTP: `/v1/traces`, `/v1/metrics`, `/v1/logs`, `/v1development/profiles`, protobuf or JSON.
 
 use super::decode::{decode_json, decode_protobuf, decompress, Encoding};
-use super::ingest::{responses, Ingest, IngestError, Partial};
+use crate::ingest::{responses, Ingest, IngestError, Partial};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};

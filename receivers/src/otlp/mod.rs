@@ -3,9 +3,9 @@
 pub mod decode;
 pub mod grpc;
 pub mod http;
-pub mod ingest;
 
-use ingest::Ingest;
+
+use crate::ingest::Ingest;
 use sluice_config::OtlpReceiverConfig;
 use sluice_core::{Metrics, PipelineInput};
 use tokio::net::TcpListener;

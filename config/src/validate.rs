@@ -69,7 +69,10 @@ pub(crate) fn validate(cfg: &Config, src: &Source) -> Result<(), Vec<ConfigError
             ReceiverConfig::Pprof(p) => {
                 claim(p.http.0, with(&base, "http"), &mut err);
                 if p.max_request_size.0 == 0 {
-                    err(with(&base, "max_request_size"), "must be greater than 0".into());
+                    err(
+                        with(&base, "max_request_size"),
+                        "must be greater than 0".into(),
+                    );
                 }
             }
         }

@@ -46,14 +46,19 @@ pub struct Sluice {
 }
 
 impl Sluice {
-    /// Starts sluice in a fresh directory under the system temp dir and waits for `/readyz`.
+    /// Starts sluice (OTLP → batch → file) in a fresh temp directory and waits for `/readyz`.
     pub async fn start(name: &str) -> Self {
+        Self::start_with(name, |_, _| String::new()).await
+    }
+
+    /// Like [`Sluice::start`], with extra TOML appended; `extra(dir, admin_port)` may add components.
+    pub async fn start_with(name: &str, extra: impl FnOnce(&Path, u16) -> String) -> Self {
         let dir = std::env::temp_dir().join(format!("sluice-e2e-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create test dir");
         let (grpc, http, admin) = (free_port(), free_port(), free_port());
         let data = dir.join("data");
-        let cfg = format!(
+        let mut cfg = format!(
             r#"
 [service]
 admin = "127.0.0.1:{admin}"
@@ -75,6 +80,7 @@ exporters = ["out"]
 "#,
             data.display()
         );
+        cfg.push_str(&extra(&dir, admin));
         let cfg_path = dir.join("sluice.toml");
         std::fs::write(&cfg_path, cfg).expect("write config");
         let log = std::fs::File::create(dir.join("sluice.log")).expect("log file");
@@ -105,6 +111,11 @@ exporters = ["out"]
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         s
+    }
+
+    /// The working directory of this instance.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The process log.
@@ -154,5 +165,83 @@ exporters = ["out"]
             .unwrap_or(-1);
         let _ = std::fs::remove_dir_all(&self.dir);
         code
+    }
+}
+
+/// A chfront (ClickHouse's HTTP interface over the real engine, chDB) for tests; needs the Python
+/// environment of `tests/setup.sh` (`$SLUICE_PYTHON`, default `.venv/bin/python`).
+pub struct ClickHouse {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl ClickHouse {
+    /// Starts chfront on a free port with its data in `dir`.
+    pub fn start(dir: &Path) -> Self {
+        use std::io::BufRead;
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let python = std::env::var("SLUICE_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| root.join(".venv/bin/python"));
+        let mut child = Command::new(&python)
+            .arg(root.join("tests/clickhouse/chfront.py"))
+            .args(["--port", "0", "--data-dir"])
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start chfront with {}: {e} (run tests/setup.sh)",
+                    python.display()
+                )
+            });
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("chfront stdout");
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("chfront ready line");
+        let port = line
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse::<u16>().ok())
+            .unwrap_or_else(|| panic!("chfront said {line:?}"));
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Runs a query and returns ClickHouse's text answer, or its error text.
+    pub async fn try_query(&self, sql: &str) -> Result<String, String> {
+        let r = reqwest::Client::new()
+            .post(&self.url)
+            .body(sql.to_owned())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let ok = r.status().is_success();
+        let text = r.text().await.unwrap_or_default();
+        if ok {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    }
+
+    /// Runs a query that must succeed.
+    pub async fn query(&self, sql: &str) -> String {
+        self.try_query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("ClickHouse error for {sql:?}: {e}"))
+    }
+}
+
+impl Drop for ClickHouse {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

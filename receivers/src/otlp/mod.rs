@@ -4,7 +4,6 @@ pub mod decode;
 pub mod grpc;
 pub mod http;
 
-
 use crate::ingest::Ingest;
 use sluice_config::OtlpReceiverConfig;
 use sluice_core::{Metrics, PipelineInput};

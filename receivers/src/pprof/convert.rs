@@ -71,28 +71,54 @@ fn validate(p: &proto::Profile) -> Result<(), PprofError> {
     }
     let n = p.string_table.len() as i64;
     let s_ok = |i: i64| (0..n).contains(&i);
-    if !p.sample_type.iter().chain(p.period_type.iter()).all(|v| s_ok(v.r#type) && s_ok(v.unit)) {
+    if !p
+        .sample_type
+        .iter()
+        .chain(p.period_type.iter())
+        .all(|v| s_ok(v.r#type) && s_ok(v.unit))
+    {
         return bad("a sample or period type points outside the string table".into());
     }
     let functions: HashMap<u64, ()> = p.function.iter().map(|f| (f.id, ())).collect();
-    if !p.function.iter().all(|f| s_ok(f.name) && s_ok(f.system_name) && s_ok(f.filename)) {
+    if !p
+        .function
+        .iter()
+        .all(|f| s_ok(f.name) && s_ok(f.system_name) && s_ok(f.filename))
+    {
         return bad("a function points outside the string table".into());
     }
-    if !p.mapping.iter().all(|m| s_ok(m.filename) && s_ok(m.build_id)) {
+    if !p
+        .mapping
+        .iter()
+        .all(|m| s_ok(m.filename) && s_ok(m.build_id))
+    {
         return bad("a mapping points outside the string table".into());
     }
     let locations: HashMap<u64, ()> = p.location.iter().map(|l| (l.id, ())).collect();
-    if !p.location.iter().flat_map(|l| &l.line).all(|l| l.function_id == 0 || functions.contains_key(&l.function_id)) {
+    if !p
+        .location
+        .iter()
+        .flat_map(|l| &l.line)
+        .all(|l| l.function_id == 0 || functions.contains_key(&l.function_id))
+    {
         return bad("a location line names an unknown function".into());
     }
     for s in &p.sample {
         if s.value.len() != p.sample_type.len() {
-            return bad(format!("a sample has {} values for {} sample types", s.value.len(), p.sample_type.len()));
+            return bad(format!(
+                "a sample has {} values for {} sample types",
+                s.value.len(),
+                p.sample_type.len()
+            ));
         }
         if !s.location_id.iter().all(|id| locations.contains_key(id)) {
             return bad("a sample names an unknown location".into());
         }
-        if !s.label.iter().all(|l| s_ok(l.key) && s_ok(l.str) && s_ok(l.num_unit)) {
+        if !s
+            .label
+            .iter()
+            .all(|l| s_ok(l.key) && s_ok(l.str) && s_ok(l.num_unit))
+        {
             return bad("a sample label points outside the string table".into());
         }
     }
@@ -100,7 +126,13 @@ fn validate(p: &proto::Profile) -> Result<(), PprofError> {
 }
 
 fn str_kv(k: &str, v: impl Into<String>) -> KeyValue {
-    KeyValue { key: k.to_owned(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }), ..Default::default() }
+    KeyValue {
+        key: k.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
 }
 
 fn idx(i: i64) -> i32 {
@@ -111,7 +143,9 @@ fn hex_bytes(s: &str, len: usize) -> Option<Vec<u8>> {
     if s.len() != len * 2 {
         return None;
     }
-    (0..len).map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()).collect()
+    (0..len)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok())
+        .collect()
 }
 
 /// Converts a validated pprof profile.
@@ -136,19 +170,39 @@ pub fn to_otlp(p: &proto::Profile, meta: &Meta) -> ExportProfilesServiceRequest 
         });
     }
     let mut attr_idx: HashMap<(i32, i32, i64, bool, i32), i32> = HashMap::new();
-    let mut intern_attr = |dict: &mut otlp::ProfilesDictionary, key: i32, value: AnyValue, dedupe: (i32, i64, bool), unit: i32| {
-        *attr_idx.entry((key, dedupe.0, dedupe.1, dedupe.2, unit)).or_insert_with(|| {
-            dict.attribute_table.push(otlp::KeyValueAndUnit { key_strindex: key, value: Some(value), unit_strindex: unit });
-            dict.attribute_table.len() as i32 - 1
-        })
+    let mut intern_attr = |dict: &mut otlp::ProfilesDictionary,
+                           key: i32,
+                           value: AnyValue,
+                           dedupe: (i32, i64, bool),
+                           unit: i32| {
+        *attr_idx
+            .entry((key, dedupe.0, dedupe.1, dedupe.2, unit))
+            .or_insert_with(|| {
+                dict.attribute_table.push(otlp::KeyValueAndUnit {
+                    key_strindex: key,
+                    value: Some(value),
+                    unit_strindex: unit,
+                });
+                dict.attribute_table.len() as i32 - 1
+            })
     };
     let mut mapping_idx = HashMap::with_capacity(p.mapping.len());
     for m in &p.mapping {
         let mut attribute_indices = Vec::new();
         if m.build_id != 0 {
             let key = intern_string(&mut dict.string_table, "process.executable.build_id.gnu");
-            let v = AnyValue { value: Some(any_value::Value::StringValue(p.string_table[m.build_id as usize].clone())) };
-            attribute_indices.push(intern_attr(&mut dict, key, v, (idx(m.build_id), 0, false), 0));
+            let v = AnyValue {
+                value: Some(any_value::Value::StringValue(
+                    p.string_table[m.build_id as usize].clone(),
+                )),
+            };
+            attribute_indices.push(intern_attr(
+                &mut dict,
+                key,
+                v,
+                (idx(m.build_id), 0, false),
+                0,
+            ));
         }
         mapping_idx.insert(m.id, dict.mapping_table.len() as i32);
         dict.mapping_table.push(otlp::Mapping {
@@ -187,9 +241,15 @@ pub fn to_otlp(p: &proto::Profile, meta: &Meta) -> ExportProfilesServiceRequest 
     // Per pprof sample: stack, attributes, link — shared by the k profiles.
     let mut shared = Vec::with_capacity(p.sample.len());
     for s in &p.sample {
-        let locs: Vec<i32> = s.location_id.iter().map(|id| location_idx.get(id).copied().unwrap_or(0)).collect();
+        let locs: Vec<i32> = s
+            .location_id
+            .iter()
+            .map(|id| location_idx.get(id).copied().unwrap_or(0))
+            .collect();
         let stack_index = *stack_idx.entry(locs).or_insert_with_key(|locs| {
-            dict.stack_table.push(otlp::Stack { location_indices: locs.clone() });
+            dict.stack_table.push(otlp::Stack {
+                location_indices: locs.clone(),
+            });
             dict.stack_table.len() as i32 - 1
         });
         let mut attribute_indices = Vec::with_capacity(s.label.len());
@@ -204,19 +264,34 @@ pub fn to_otlp(p: &proto::Profile, meta: &Meta) -> ExportProfilesServiceRequest 
                 if Some(l.key as usize) == trace_id_key {
                     trace_id = hex_bytes(text, 16);
                 }
-                (AnyValue { value: Some(any_value::Value::StringValue(text.clone())) }, (idx(l.str), 0, false))
+                (
+                    AnyValue {
+                        value: Some(any_value::Value::StringValue(text.clone())),
+                    },
+                    (idx(l.str), 0, false),
+                )
             } else {
-                (AnyValue { value: Some(any_value::Value::IntValue(l.num)) }, (0, l.num, true))
+                (
+                    AnyValue {
+                        value: Some(any_value::Value::IntValue(l.num)),
+                    },
+                    (0, l.num, true),
+                )
             };
             attribute_indices.push(intern_attr(&mut dict, key, value, dedupe, idx(l.num_unit)));
         }
         let link_index = match span_id {
             Some(span) => {
                 let trace = trace_id.unwrap_or_default();
-                *link_idx.entry((trace.clone(), span.clone())).or_insert_with(|| {
-                    dict.link_table.push(otlp::Link { trace_id: trace, span_id: span });
-                    dict.link_table.len() as i32 - 1
-                })
+                *link_idx
+                    .entry((trace.clone(), span.clone()))
+                    .or_insert_with(|| {
+                        dict.link_table.push(otlp::Link {
+                            trace_id: trace,
+                            span_id: span,
+                        });
+                        dict.link_table.len() as i32 - 1
+                    })
             }
             None => 0,
         };
@@ -224,22 +299,47 @@ pub fn to_otlp(p: &proto::Profile, meta: &Meta) -> ExportProfilesServiceRequest 
     }
 
     let mut profile_attrs = Vec::new();
-    let mut add_profile_attr = |dict: &mut otlp::ProfilesDictionary, key: &str, value: any_value::Value| {
-        let k = intern_string(&mut dict.string_table, key);
-        dict.attribute_table.push(otlp::KeyValueAndUnit { key_strindex: k, value: Some(AnyValue { value: Some(value) }), unit_strindex: 0 });
-        profile_attrs.push(dict.attribute_table.len() as i32 - 1);
-    };
+    let mut add_profile_attr =
+        |dict: &mut otlp::ProfilesDictionary, key: &str, value: any_value::Value| {
+            let k = intern_string(&mut dict.string_table, key);
+            dict.attribute_table.push(otlp::KeyValueAndUnit {
+                key_strindex: k,
+                value: Some(AnyValue { value: Some(value) }),
+                unit_strindex: 0,
+            });
+            profile_attrs.push(dict.attribute_table.len() as i32 - 1);
+        };
     if !p.comment.is_empty() {
-        let comments = p.comment.iter().map(|c| p.string_table.get(*c as usize).cloned().unwrap_or_default()).collect::<Vec<_>>();
-        add_profile_attr(&mut dict, "pprof.comments", any_value::Value::StringValue(comments.join("\n")));
+        let comments = p
+            .comment
+            .iter()
+            .map(|c| p.string_table.get(*c as usize).cloned().unwrap_or_default())
+            .collect::<Vec<_>>();
+        add_profile_attr(
+            &mut dict,
+            "pprof.comments",
+            any_value::Value::StringValue(comments.join("\n")),
+        );
     }
-    for (key, v) in [("pprof.drop_frames", p.drop_frames), ("pprof.keep_frames", p.keep_frames), ("pprof.default_sample_type", p.default_sample_type)] {
+    for (key, v) in [
+        ("pprof.drop_frames", p.drop_frames),
+        ("pprof.keep_frames", p.keep_frames),
+        ("pprof.default_sample_type", p.default_sample_type),
+    ] {
         if v != 0 {
-            add_profile_attr(&mut dict, key, any_value::Value::StringValue(p.string_table[v as usize].clone()));
+            add_profile_attr(
+                &mut dict,
+                key,
+                any_value::Value::StringValue(p.string_table[v as usize].clone()),
+            );
         }
     }
 
-    let time = if p.time_nanos > 0 { p.time_nanos } else { meta.from.unwrap_or(0).saturating_mul(1_000_000_000) };
+    let time = if p.time_nanos > 0 {
+        p.time_nanos
+    } else {
+        meta.from.unwrap_or(0).saturating_mul(1_000_000_000)
+    };
     let duration = if p.duration_nanos > 0 {
         p.duration_nanos
     } else {
@@ -261,22 +361,30 @@ pub fn to_otlp(p: &proto::Profile, meta: &Meta) -> ExportProfilesServiceRequest 
         .iter()
         .enumerate()
         .map(|(k, st)| otlp::Profile {
-            sample_type: Some(otlp::ValueType { type_strindex: idx(st.r#type), unit_strindex: idx(st.unit) }),
+            sample_type: Some(otlp::ValueType {
+                type_strindex: idx(st.r#type),
+                unit_strindex: idx(st.unit),
+            }),
             samples: p
                 .sample
                 .iter()
                 .zip(&shared)
-                .map(|(s, (stack_index, attribute_indices, link_index))| otlp::Sample {
-                    stack_index: *stack_index,
-                    attribute_indices: attribute_indices.clone(),
-                    link_index: *link_index,
-                    values: vec![s.value[k]],
-                    timestamps_unix_nano: vec![],
-                })
+                .map(
+                    |(s, (stack_index, attribute_indices, link_index))| otlp::Sample {
+                        stack_index: *stack_index,
+                        attribute_indices: attribute_indices.clone(),
+                        link_index: *link_index,
+                        values: vec![s.value[k]],
+                        timestamps_unix_nano: vec![],
+                    },
+                )
                 .collect(),
             time_unix_nano: u64::try_from(time).unwrap_or(0),
             duration_nano: u64::try_from(duration).unwrap_or(0),
-            period_type: p.period_type.map(|v| otlp::ValueType { type_strindex: idx(v.r#type), unit_strindex: idx(v.unit) }),
+            period_type: p.period_type.map(|v| otlp::ValueType {
+                type_strindex: idx(v.r#type),
+                unit_strindex: idx(v.unit),
+            }),
             period: p.period,
             profile_id: profile_id.clone(),
             attribute_indices: profile_attrs.clone(),
@@ -292,15 +400,23 @@ pub fn to_otlp(p: &proto::Profile, meta: &Meta) -> ExportProfilesServiceRequest 
     if let Some(rate) = meta.sample_rate {
         resource_attrs.push(KeyValue {
             key: "pyroscope.sample_rate".into(),
-            value: Some(AnyValue { value: Some(any_value::Value::IntValue(i64::from(rate))) }),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::IntValue(i64::from(rate))),
+            }),
             ..Default::default()
         });
     }
     ExportProfilesServiceRequest {
         resource_profiles: vec![otlp::ResourceProfiles {
-            resource: Some(Resource { attributes: resource_attrs, ..Default::default() }),
+            resource: Some(Resource {
+                attributes: resource_attrs,
+                ..Default::default()
+            }),
             scope_profiles: vec![otlp::ScopeProfiles {
-                scope: Some(InstrumentationScope { name: meta.spy_name.clone().unwrap_or_else(|| "pprof".into()), ..Default::default() }),
+                scope: Some(InstrumentationScope {
+                    name: meta.spy_name.clone().unwrap_or_else(|| "pprof".into()),
+                    ..Default::default()
+                }),
                 profiles,
                 ..Default::default()
             }],

@@ -22,9 +22,22 @@ use tokio_util::sync::CancellationToken;
 
 /// Profile-type suffixes Pyroscope clients append to the application name.
 const TYPE_SUFFIXES: &[&str] = &[
-    ".cpu", ".itimer", ".wall", ".alloc_objects", ".alloc_space", ".inuse_objects", ".inuse_space",
-    ".goroutines", ".mutex_count", ".mutex_duration", ".block_count", ".block_duration", ".alloc_in_new_tlab_objects",
-    ".alloc_in_new_tlab_bytes", ".lock_count", ".lock_duration",
+    ".cpu",
+    ".itimer",
+    ".wall",
+    ".alloc_objects",
+    ".alloc_space",
+    ".inuse_objects",
+    ".inuse_space",
+    ".goroutines",
+    ".mutex_count",
+    ".mutex_duration",
+    ".block_count",
+    ".block_duration",
+    ".alloc_in_new_tlab_objects",
+    ".alloc_in_new_tlab_bytes",
+    ".lock_count",
+    ".lock_duration",
 ];
 
 /// Splits Pyroscope's `name=app.cpu{env=prod,region=eu}` into a service name and labels.
@@ -33,7 +46,10 @@ pub fn parse_name(name: &str) -> (String, Vec<(String, String)>) {
         Some((app, rest)) => (app, rest.trim_end_matches('}')),
         None => (name, ""),
     };
-    let app = TYPE_SUFFIXES.iter().find_map(|s| app.strip_suffix(s)).unwrap_or(app);
+    let app = TYPE_SUFFIXES
+        .iter()
+        .find_map(|s| app.strip_suffix(s))
+        .unwrap_or(app);
     let labels = labels
         .split(',')
         .filter_map(|kv| kv.split_once('='))
@@ -58,9 +74,15 @@ pub fn app(ingest: Ingest, limit: usize) -> Router {
 }
 
 fn error(code: StatusCode, msg: String) -> Response {
-    let mut r = (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], msg + "\n").into_response();
+    let mut r = (
+        code,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        msg + "\n",
+    )
+        .into_response();
     if code == StatusCode::SERVICE_UNAVAILABLE {
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     r
 }
@@ -71,7 +93,9 @@ async fn accept(st: &Shared, body: &[u8], meta: Meta) -> Response {
         e
     };
     if !st.ingest.accepts(Signal::Profiles) {
-        let e = refuse(IngestError::NoPipeline("no pipeline accepts profiles from this receiver".into()));
+        let e = refuse(IngestError::NoPipeline(
+            "no pipeline accepts profiles from this receiver".into(),
+        ));
         return error(StatusCode::NOT_FOUND, e.to_string());
     }
     let profile = match convert::decode(body, st.limit) {
@@ -86,22 +110,37 @@ async fn accept(st: &Shared, body: &[u8], meta: Meta) -> Response {
         }
     };
     let request = convert::to_otlp(&profile, &meta);
-    match st.ingest.ingest(Telemetry::Profiles(Box::new(request))).await {
+    match st
+        .ingest
+        .ingest(Telemetry::Profiles(Box::new(request)))
+        .await
+    {
         Ok(_) => StatusCode::OK.into_response(),
-        Err(e @ IngestError::Unavailable(_)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e @ IngestError::Unavailable(_)) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
         Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
     }
 }
 
-async fn ingest_pyroscope(State(st): State<Arc<Shared>>, Query(q): Query<BTreeMap<String, String>>, req: Request) -> Response {
+async fn ingest_pyroscope(
+    State(st): State<Arc<Shared>>,
+    Query(q): Query<BTreeMap<String, String>>,
+    req: Request,
+) -> Response {
     if let Some(f) = q.get("format").filter(|f| !f.is_empty() && *f != "pprof") {
         let msg = format!("unsupported format {f:?}: this endpoint accepts format=pprof (gzipped or raw protobuf)");
-        st.ingest.refused(Signal::Profiles, 0, &IngestError::Unsupported(msg.clone()));
+        st.ingest
+            .refused(Signal::Profiles, 0, &IngestError::Unsupported(msg.clone()));
         return error(StatusCode::BAD_REQUEST, msg);
     }
     let (service, labels) = parse_name(q.get("name").map(String::as_str).unwrap_or(""));
     let meta = Meta {
-        service: if service.is_empty() { "unknown_service".into() } else { service },
+        service: if service.is_empty() {
+            "unknown_service".into()
+        } else {
+            service
+        },
         labels,
         from: q.get("from").and_then(|v| v.parse().ok()),
         until: q.get("until").and_then(|v| v.parse().ok()),
@@ -123,34 +162,68 @@ async fn ingest_pyroscope(State(st): State<Arc<Shared>>, Query(q): Query<BTreeMa
             match form.next_field().await {
                 Ok(Some(field)) if field.name() == Some("profile") => match field.bytes().await {
                     Ok(b) => profile = Some(b),
-                    Err(e) => return error(StatusCode::BAD_REQUEST, format!("cannot read the profile field: {e}")),
+                    Err(e) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            format!("cannot read the profile field: {e}"),
+                        )
+                    }
                 },
                 Ok(Some(_)) => {}
                 Ok(None) => break,
-                Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad multipart body: {e}")),
+                Err(e) => {
+                    return error(StatusCode::BAD_REQUEST, format!("bad multipart body: {e}"))
+                }
             }
         }
         match profile {
             Some(p) => p,
-            None => return error(StatusCode::BAD_REQUEST, "multipart body has no `profile` field".into()),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "multipart body has no `profile` field".into(),
+                )
+            }
         }
     } else {
         match axum::body::to_bytes(req.into_body(), st.limit).await {
             Ok(b) => b,
-            Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, format!("body exceeds max_request_size ({} bytes)", st.limit)),
+            Err(_) => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("body exceeds max_request_size ({} bytes)", st.limit),
+                )
+            }
         }
     };
     accept(&st, &body, meta).await
 }
 
-async fn ingest_raw(State(st): State<Arc<Shared>>, Query(q): Query<BTreeMap<String, String>>, body: axum::body::Bytes) -> Response {
-    let service = q.get("service").or_else(|| q.get("service.name")).cloned().unwrap_or_else(|| "unknown_service".into());
+async fn ingest_raw(
+    State(st): State<Arc<Shared>>,
+    Query(q): Query<BTreeMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Response {
+    let service = q
+        .get("service")
+        .or_else(|| q.get("service.name"))
+        .cloned()
+        .unwrap_or_else(|| "unknown_service".into());
     let labels = q
         .iter()
         .filter(|(k, _)| !matches!(k.as_str(), "service" | "service.name"))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    accept(&st, &body, Meta { service, labels, ..Default::default() }).await
+    accept(
+        &st,
+        &body,
+        Meta {
+            service,
+            labels,
+            ..Default::default()
+        },
+    )
+    .await
 }
 
 /// A pprof receiver whose socket is bound.
@@ -163,13 +236,21 @@ pub struct PprofReceiver {
 
 impl PprofReceiver {
     /// Binds the configured address.
-    pub async fn bind(name: &str, cfg: &PprofReceiverConfig, input: PipelineInput, metrics: &Metrics) -> Result<Self, crate::otlp::OtlpError> {
-        let listener = TcpListener::bind(cfg.http.0).await.map_err(|source| crate::otlp::OtlpError::Bind {
-            receiver: name.to_owned(),
-            addr: cfg.http.0,
-            what: "http",
-            source,
-        })?;
+    pub async fn bind(
+        name: &str,
+        cfg: &PprofReceiverConfig,
+        input: PipelineInput,
+        metrics: &Metrics,
+    ) -> Result<Self, crate::otlp::OtlpError> {
+        let listener =
+            TcpListener::bind(cfg.http.0)
+                .await
+                .map_err(|source| crate::otlp::OtlpError::Bind {
+                    receiver: name.to_owned(),
+                    addr: cfg.http.0,
+                    what: "http",
+                    source,
+                })?;
         Ok(Self {
             name: name.to_owned(),
             listener,
@@ -194,28 +275,65 @@ mod tests {
 
     #[test]
     fn pyroscope_names() {
-        assert_eq!(parse_name("myapp.cpu{env=prod, region=eu}"), ("myapp".into(), vec![("env".into(), "prod".into()), ("region".into(), "eu".into())]));
-        assert_eq!(parse_name("simple.golang.app"), ("simple.golang.app".into(), vec![]));
+        assert_eq!(
+            parse_name("myapp.cpu{env=prod, region=eu}"),
+            (
+                "myapp".into(),
+                vec![
+                    ("env".into(), "prod".into()),
+                    ("region".into(), "eu".into())
+                ]
+            )
+        );
+        assert_eq!(
+            parse_name("simple.golang.app"),
+            ("simple.golang.app".into(), vec![])
+        );
         assert_eq!(parse_name("svc.inuse_space{}"), ("svc".into(), vec![]));
     }
 
     #[test]
     fn sample_cpu_converts_with_every_sample_and_value() {
-        let body = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/pprof/sample.cpu")).unwrap();
+        let body = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/pprof/sample.cpu"
+        ))
+        .unwrap();
         let p = convert::decode(&body, 64 << 20).unwrap();
-        let req = convert::to_otlp(&p, &Meta { service: "s".into(), ..Default::default() });
+        let req = convert::to_otlp(
+            &p,
+            &Meta {
+                service: "s".into(),
+                ..Default::default()
+            },
+        );
         let profiles = &req.resource_profiles[0].scope_profiles[0].profiles;
         assert_eq!(profiles.len(), 2);
-        let totals: Vec<i64> = profiles.iter().map(|p| p.samples.iter().map(|s| s.values[0]).sum()).collect();
+        let totals: Vec<i64> = profiles
+            .iter()
+            .map(|p| p.samples.iter().map(|s| s.values[0]).sum())
+            .collect();
         assert_eq!(totals, vec![176, 1_760_000_000]);
-        assert!(profiles.iter().all(|p| p.samples.len() == 76 && p.period == 10_000_000));
+        assert!(profiles
+            .iter()
+            .all(|p| p.samples.len() == 76 && p.period == 10_000_000));
     }
 
     #[test]
     fn legacy_and_garbage_are_not_pprof() {
         for f in ["go.crc32.cpu", "gobench.heap", "cppbench.contention"] {
-            let body = std::fs::read(format!("{}/../tests/fixtures/pprof/{f}", env!("CARGO_MANIFEST_DIR"))).unwrap();
-            assert!(matches!(convert::decode(&body, 64 << 20), Err(PprofError::NotPprof(_))), "{f}");
+            let body = std::fs::read(format!(
+                "{}/../tests/fixtures/pprof/{f}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap();
+            assert!(
+                matches!(
+                    convert::decode(&body, 64 << 20),
+                    Err(PprofError::NotPprof(_))
+                ),
+                "{f}"
+            );
         }
         assert!(convert::decode(b"hello world", 1 << 20).is_err());
     }

@@ -198,6 +198,26 @@ pub struct SamplerConfig {
     pub hold: HumanDuration,
 }
 
+impl Default for SamplerConfig {
+    /// The documented defaults: adaptive, p from 1 down to 0.001, watermarks 0.8/0.3, every 1s.
+    fn default() -> Self {
+        Self {
+            mode: SamplerMode::default(),
+            probability: one(),
+            min_probability: default_min_probability(),
+            max_probability: one(),
+            high_watermark: default_high_watermark(),
+            low_watermark: default_low_watermark(),
+            interval: default_sampler_interval(),
+            target_rate: None,
+            per_service_floor: None,
+            precision: default_precision(),
+            tiers: Vec::new(),
+            hold: default_hold(),
+        }
+    }
+}
+
 fn one() -> f64 {
     1.0
 }

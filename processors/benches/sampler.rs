@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
-use sluice_config::{HumanDuration, SamplerConfig, SamplerMode};
+use sluice_config::{SamplerConfig, SamplerMode};
 use sluice_core::{Metrics, Processor, Telemetry};
 use sluice_processors::sampler::threshold::Threshold;
 use sluice_processors::sampler::{decide_span, AdaptiveSampler, Decision};
@@ -65,16 +65,7 @@ fn sampler(p: f64) -> AdaptiveSampler {
     let cfg = SamplerConfig {
         mode: SamplerMode::Fixed,
         probability: p,
-        min_probability: 0.0001,
-        max_probability: 1.0,
-        high_watermark: 0.8,
-        low_watermark: 0.3,
-        interval: HumanDuration::from_secs(1),
-        target_rate: None,
-        per_service_floor: None,
-        precision: 4,
-        tiers: vec![],
-        hold: HumanDuration::from_secs(30),
+        ..SamplerConfig::default()
     };
     AdaptiveSampler::new("bench", &cfg, &Metrics::new())
 }

@@ -298,6 +298,21 @@ fn exemplars(ex: &[Exemplar]) -> Exemplars {
 /// Declares a metric table's row: the shared columns, then the table's own. `Row` derive
 /// needs flat structs (no `serde(flatten)`), hence the macro.
 macro_rules! metric_row {
+    ($(#[$doc:meta])* $name:ident with_exemplars { $($extra:tt)* }) => {
+        metric_row!($(#[$doc])* $name {
+            #[serde(rename = "Exemplars.FilteredAttributes")]
+            pub ex_attrs: Vec<Attrs>,
+            #[serde(rename = "Exemplars.TimeUnix")]
+            pub ex_time: Vec<i64>,
+            #[serde(rename = "Exemplars.Value")]
+            pub ex_value: Vec<f64>,
+            #[serde(rename = "Exemplars.SpanId")]
+            pub ex_span: Vec<String>,
+            #[serde(rename = "Exemplars.TraceId")]
+            pub ex_trace: Vec<String>,
+            $($extra)*
+        });
+    };
     ($(#[$doc:meta])* $name:ident { $($extra:tt)* }) => {
         $(#[$doc])*
         #[derive(Row, Serialize)]
@@ -324,6 +339,17 @@ macro_rules! metric_row {
 
 /// Builds a metric row from the shared columns and the table's own.
 macro_rules! build_row {
+    ($name:ident, $c:expr, exemplars: $ex:expr, { $($f:ident : $v:expr),* $(,)? }) => {{
+        let ex: Exemplars = $ex;
+        build_row!($name, $c, {
+            ex_attrs: ex.filtered_attributes,
+            ex_time: ex.time_unix,
+            ex_value: ex.value,
+            ex_span: ex.span_id,
+            ex_trace: ex.trace_id,
+            $($f: $v,)*
+        })
+    }};
     ($name:ident, $c:expr, { $($f:ident : $v:expr),* $(,)? }) => {{
         let c: MetricCommon = $c;
         $name {
@@ -348,37 +374,17 @@ macro_rules! build_row {
 
 metric_row!(
     /// A row of `otel_metrics_gauge`.
-    GaugeRow {
+    GaugeRow with_exemplars {
         pub Value: f64,
         pub Flags: u32,
-        #[serde(rename = "Exemplars.FilteredAttributes")]
-        pub ex_attrs: Vec<Attrs>,
-        #[serde(rename = "Exemplars.TimeUnix")]
-        pub ex_time: Vec<i64>,
-        #[serde(rename = "Exemplars.Value")]
-        pub ex_value: Vec<f64>,
-        #[serde(rename = "Exemplars.SpanId")]
-        pub ex_span: Vec<String>,
-        #[serde(rename = "Exemplars.TraceId")]
-        pub ex_trace: Vec<String>,
     }
 );
 
 metric_row!(
     /// A row of `otel_metrics_sum`.
-    SumRow {
+    SumRow with_exemplars {
         pub Value: f64,
         pub Flags: u32,
-        #[serde(rename = "Exemplars.FilteredAttributes")]
-        pub ex_attrs: Vec<Attrs>,
-        #[serde(rename = "Exemplars.TimeUnix")]
-        pub ex_time: Vec<i64>,
-        #[serde(rename = "Exemplars.Value")]
-        pub ex_value: Vec<f64>,
-        #[serde(rename = "Exemplars.SpanId")]
-        pub ex_span: Vec<String>,
-        #[serde(rename = "Exemplars.TraceId")]
-        pub ex_trace: Vec<String>,
         pub AggregationTemporality: i32,
         pub IsMonotonic: bool,
     }
@@ -386,21 +392,11 @@ metric_row!(
 
 metric_row!(
     /// A row of `otel_metrics_histogram`.
-    HistogramRow {
+    HistogramRow with_exemplars {
         pub Count: u64,
         pub Sum: f64,
         pub BucketCounts: Vec<u64>,
         pub ExplicitBounds: Vec<f64>,
-        #[serde(rename = "Exemplars.FilteredAttributes")]
-        pub ex_attrs: Vec<Attrs>,
-        #[serde(rename = "Exemplars.TimeUnix")]
-        pub ex_time: Vec<i64>,
-        #[serde(rename = "Exemplars.Value")]
-        pub ex_value: Vec<f64>,
-        #[serde(rename = "Exemplars.SpanId")]
-        pub ex_span: Vec<String>,
-        #[serde(rename = "Exemplars.TraceId")]
-        pub ex_trace: Vec<String>,
         pub Flags: u32,
         pub Min: f64,
         pub Max: f64,
@@ -410,7 +406,7 @@ metric_row!(
 
 metric_row!(
     /// A row of `otel_metrics_exponential_histogram`.
-    ExpHistogramRow {
+    ExpHistogramRow with_exemplars {
         pub Count: u64,
         pub Sum: f64,
         pub Scale: i32,
@@ -419,16 +415,6 @@ metric_row!(
         pub PositiveBucketCounts: Vec<u64>,
         pub NegativeOffset: i32,
         pub NegativeBucketCounts: Vec<u64>,
-        #[serde(rename = "Exemplars.FilteredAttributes")]
-        pub ex_attrs: Vec<Attrs>,
-        #[serde(rename = "Exemplars.TimeUnix")]
-        pub ex_time: Vec<i64>,
-        #[serde(rename = "Exemplars.Value")]
-        pub ex_value: Vec<f64>,
-        #[serde(rename = "Exemplars.SpanId")]
-        pub ex_span: Vec<String>,
-        #[serde(rename = "Exemplars.TraceId")]
-        pub ex_trace: Vec<String>,
         pub Flags: u32,
         pub Min: f64,
         pub Max: f64,
@@ -504,43 +490,25 @@ pub fn metric_rows(req: &ExportMetricsServiceRequest) -> MetricRows {
                 };
                 match &m.data {
                     Some(Data::Gauge(g)) => out.gauge.extend(g.data_points.iter().map(|p| {
-                        let ex = exemplars(&p.exemplars);
-                        build_row!(GaugeRow, common(&p.attributes, p.start_time_unix_nano, p.time_unix_nano), {
+                        build_row!(GaugeRow, common(&p.attributes, p.start_time_unix_nano, p.time_unix_nano), exemplars: exemplars(&p.exemplars), {
                             Value: number(&p.value),
                             Flags: p.flags,
-                            ex_attrs: ex.filtered_attributes,
-                            ex_time: ex.time_unix,
-                            ex_value: ex.value,
-                            ex_span: ex.span_id,
-                            ex_trace: ex.trace_id,
                         })
                     })),
                     Some(Data::Sum(sum)) => out.sum.extend(sum.data_points.iter().map(|p| {
-                        let ex = exemplars(&p.exemplars);
-                        build_row!(SumRow, common(&p.attributes, p.start_time_unix_nano, p.time_unix_nano), {
+                        build_row!(SumRow, common(&p.attributes, p.start_time_unix_nano, p.time_unix_nano), exemplars: exemplars(&p.exemplars), {
                             Value: number(&p.value),
                             Flags: p.flags,
-                            ex_attrs: ex.filtered_attributes,
-                            ex_time: ex.time_unix,
-                            ex_value: ex.value,
-                            ex_span: ex.span_id,
-                            ex_trace: ex.trace_id,
                             AggregationTemporality: sum.aggregation_temporality,
                             IsMonotonic: sum.is_monotonic,
                         })
                     })),
                     Some(Data::Histogram(h)) => out.histogram.extend(h.data_points.iter().map(|p| {
-                        let ex = exemplars(&p.exemplars);
-                        build_row!(HistogramRow, common(&p.attributes, p.start_time_unix_nano, p.time_unix_nano), {
+                        build_row!(HistogramRow, common(&p.attributes, p.start_time_unix_nano, p.time_unix_nano), exemplars: exemplars(&p.exemplars), {
                             Count: p.count,
                             Sum: p.sum.unwrap_or(0.0),
                             BucketCounts: p.bucket_counts.clone(),
                             ExplicitBounds: p.explicit_bounds.clone(),
-                            ex_attrs: ex.filtered_attributes,
-                            ex_time: ex.time_unix,
-                            ex_value: ex.value,
-                            ex_span: ex.span_id,
-                            ex_trace: ex.trace_id,
                             Flags: p.flags,
                             Min: p.min.unwrap_or(0.0),
                             Max: p.max.unwrap_or(0.0),
@@ -548,8 +516,7 @@ pub fn metric_rows(req: &ExportMetricsServiceRequest) -> MetricRows {
                         })
                     })),
                     Some(Data::ExponentialHistogram(h)) => out.exp_histogram.extend(h.data_points.iter().map(|p| {
-                        let ex = exemplars(&p.exemplars);
-                        build_row!(ExpHistogramRow, common(&p.attributes, p.start_time_unix_nano, p.time_unix_nano), {
+                        build_row!(ExpHistogramRow, common(&p.attributes, p.start_time_unix_nano, p.time_unix_nano), exemplars: exemplars(&p.exemplars), {
                             Count: p.count,
                             Sum: p.sum.unwrap_or(0.0),
                             Scale: p.scale,
@@ -558,11 +525,6 @@ pub fn metric_rows(req: &ExportMetricsServiceRequest) -> MetricRows {
                             PositiveBucketCounts: p.positive.as_ref().map(|b| b.bucket_counts.clone()).unwrap_or_default(),
                             NegativeOffset: p.negative.as_ref().map_or(0, |b| b.offset),
                             NegativeBucketCounts: p.negative.as_ref().map(|b| b.bucket_counts.clone()).unwrap_or_default(),
-                            ex_attrs: ex.filtered_attributes,
-                            ex_time: ex.time_unix,
-                            ex_value: ex.value,
-                            ex_span: ex.span_id,
-                            ex_trace: ex.trace_id,
                             Flags: p.flags,
                             Min: p.min.unwrap_or(0.0),
                             Max: p.max.unwrap_or(0.0),

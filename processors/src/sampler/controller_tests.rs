@@ -6,17 +6,9 @@ use sluice_config::{HumanDuration, SamplerConfig, SamplerMode, SamplerTier};
 pub(crate) fn config(mode: SamplerMode) -> SamplerConfig {
     SamplerConfig {
         mode,
-        probability: 1.0,
         min_probability: 0.0001,
-        max_probability: 1.0,
-        high_watermark: 0.8,
-        low_watermark: 0.3,
-        interval: HumanDuration::from_secs(1),
-        target_rate: None,
-        per_service_floor: None,
-        precision: 4,
-        tiers: vec![],
         hold: HumanDuration::from_secs(10),
+        ..SamplerConfig::default()
     }
 }
 

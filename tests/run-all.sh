@@ -35,7 +35,8 @@ cargo test --workspace --locked
 step "end-to-end tests with the OpenTelemetry Python SDK (and chfront's own tests)"
 .venv/bin/python -m pytest -q -p no:cacheprovider
 
-step "ClickHouse benchmark runs once (quick mode)"
+step "benchmarks with running services, once each (quick mode)"
 .venv/bin/python bench/clickhouse_rows.py --quick
+.venv/bin/python bench/run.py --quick
 
 step "all tests passed"

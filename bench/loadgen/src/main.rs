@@ -1,0 +1,314 @@
+//! `sluice-loadgen`: sends realistic OTLP traces (or logs, or metrics) to a collector over gRPC or
+//! HTTP at a fixed or maximal rate from N connections, and reports the achieved rate, accepted and
+//! refused counts and latency percentiles as one JSON line.
+//!
+//! ```sh
+//! sluice-loadgen --endpoint http://127.0.0.1:4317 --protocol grpc --spans-per-request 100 \
+//!     --attributes 10 --connections 4 --duration 10s            # max rate
+//! sluice-loadgen --protocol http --endpoint http://127.0.0.1:4318 --rate 100   # 100 requests/s
+//! ```
+
+use anyhow::{Context, Result};
+use clap::{Parser, ValueEnum};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{
+    span, status, ResourceSpans, ScopeSpans, Span, Status,
+};
+use prost::Message;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Protocol {
+    Grpc,
+    Http,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Signal {
+    Traces,
+    Logs,
+}
+
+/// OTLP load generator.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Collector endpoint: `http://host:4317` (gRPC) or `http://host:4318` (HTTP).
+    #[arg(long, default_value = "http://127.0.0.1:4317")]
+    endpoint: String,
+    /// Transport.
+    #[arg(long, value_enum, default_value = "grpc")]
+    protocol: Protocol,
+    /// What to send.
+    #[arg(long, value_enum, default_value = "traces")]
+    signal: Signal,
+    /// Spans (or log records) per request.
+    #[arg(long, default_value_t = 100)]
+    spans_per_request: usize,
+    /// Attributes per span.
+    #[arg(long, default_value_t = 0)]
+    attributes: usize,
+    /// Bytes per attribute value.
+    #[arg(long, default_value_t = 32)]
+    attribute_size: usize,
+    /// Distinct service names.
+    #[arg(long, default_value_t = 5)]
+    services: usize,
+    /// Share of spans with an error status.
+    #[arg(long, default_value_t = 0.01)]
+    error_ratio: f64,
+    /// Requests per second over all connections; 0 = as fast as possible.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// How long to send.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+}
+
+fn kv(k: &str, v: String) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v)),
+        }),
+        ..Default::default()
+    }
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| (self.next() & 0xff) as u8).collect()
+    }
+}
+
+fn traces(a: &Args, rng: &mut Rng, k: usize) -> ExportTraceServiceRequest {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let value = "v".repeat(a.attribute_size);
+    let spans = (0..a.spans_per_request)
+        .map(|i| Span {
+            trace_id: rng.bytes(16),
+            span_id: rng.bytes(8),
+            name: format!("GET /api/v1/items/{}", i % 20),
+            kind: span::SpanKind::Server as i32,
+            start_time_unix_nano: now + i as u64,
+            end_time_unix_nano: now + i as u64 + 1_000_000,
+            attributes: (0..a.attributes)
+                .map(|j| kv(&format!("attr.{j}"), value.clone()))
+                .collect(),
+            status: (rng.next() % 10_000 < (a.error_ratio * 10_000.0) as u64).then(|| Status {
+                code: status::StatusCode::Error as i32,
+                message: "boom".into(),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", format!("svc-{}", k % a.services.max(1)))],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn logs(a: &Args, rng: &mut Rng, k: usize) -> ExportLogsServiceRequest {
+    let value = "v".repeat(a.attribute_size);
+    let records = (0..a.spans_per_request)
+        .map(|i| LogRecord {
+            time_unix_nano: i as u64,
+            trace_id: rng.bytes(16),
+            span_id: rng.bytes(8),
+            severity_number: 9,
+            severity_text: "INFO".into(),
+            body: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(format!(
+                    "request {i} handled"
+                ))),
+            }),
+            attributes: (0..a.attributes)
+                .map(|j| kv(&format!("attr.{j}"), value.clone()))
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", format!("svc-{}", k % a.services.max(1)))],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: records,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+#[derive(Default)]
+struct Totals {
+    ok: AtomicU64,
+    refused: AtomicU64,
+    errors: AtomicU64,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let a = Arc::new(Args::parse());
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let pool: Vec<(ExportTraceServiceRequest, ExportLogsServiceRequest)> = (0..16)
+        .map(|k| (traces(&a, &mut rng, k), logs(&a, &mut rng, k)))
+        .collect();
+    let bodies: Arc<Vec<bytes::Bytes>> = Arc::new(
+        pool.iter()
+            .map(|(t, l)| match a.signal {
+                Signal::Traces => t.encode_to_vec().into(),
+                Signal::Logs => l.encode_to_vec().into(),
+            })
+            .collect(),
+    );
+    let pool = Arc::new(pool);
+    let bytes_per_item = bodies[0].len() as f64 / a.spans_per_request.max(1) as f64;
+    let totals = Arc::new(Totals::default());
+    let start = Instant::now();
+    let per_conn_interval =
+        (a.rate > 0.0).then(|| Duration::from_secs_f64(a.connections as f64 / a.rate));
+    let mut tasks = Vec::new();
+    for c in 0..a.connections {
+        let (a, bodies, pool, totals) = (a.clone(), bodies.clone(), pool.clone(), totals.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let http = reqwest::Client::new();
+            let path = match a.signal {
+                Signal::Traces => "/v1/traces",
+                Signal::Logs => "/v1/logs",
+            };
+            let url = format!("{}{path}", a.endpoint.trim_end_matches('/'));
+            let channel = match a.protocol {
+                Protocol::Grpc => Some(
+                    tonic::transport::Endpoint::from_shared(a.endpoint.clone())?
+                        .connect()
+                        .await
+                        .context("connect")?,
+                ),
+                Protocol::Http => None,
+            };
+            let mut i = c;
+            let mut next = Instant::now();
+            while start.elapsed() < a.duration {
+                let t0 = Instant::now();
+                let outcome: Result<bool> = match (&channel, a.signal) {
+                    (Some(ch), Signal::Traces) => match TraceServiceClient::new(ch.clone())
+                        .export(pool[i % pool.len()].0.clone())
+                        .await
+                    {
+                        Ok(_) => Ok(true),
+                        Err(s)
+                            if matches!(
+                                s.code(),
+                                tonic::Code::Unavailable | tonic::Code::ResourceExhausted
+                            ) =>
+                        {
+                            Ok(false)
+                        }
+                        Err(s) => Err(anyhow::anyhow!("{s}")),
+                    },
+                    (Some(ch), Signal::Logs) => match LogsServiceClient::new(ch.clone())
+                        .export(pool[i % pool.len()].1.clone())
+                        .await
+                    {
+                        Ok(_) => Ok(true),
+                        Err(s)
+                            if matches!(
+                                s.code(),
+                                tonic::Code::Unavailable | tonic::Code::ResourceExhausted
+                            ) =>
+                        {
+                            Ok(false)
+                        }
+                        Err(s) => Err(anyhow::anyhow!("{s}")),
+                    },
+                    (None, _) => match http
+                        .post(&url)
+                        .header("content-type", "application/x-protobuf")
+                        .body(bodies[i % bodies.len()].clone())
+                        .send()
+                        .await
+                    {
+                        Ok(r) if r.status().is_success() => Ok(true),
+                        Ok(r) if r.status().as_u16() == 503 || r.status().as_u16() == 429 => {
+                            Ok(false)
+                        }
+                        Ok(r) => Err(anyhow::anyhow!("HTTP {}", r.status())),
+                        Err(e) => Err(e.into()),
+                    },
+                };
+                latencies.push(t0.elapsed());
+                match outcome {
+                    Ok(true) => totals.ok.fetch_add(1, Ordering::Relaxed),
+                    Ok(false) => totals.refused.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => totals.errors.fetch_add(1, Ordering::Relaxed),
+                };
+                i += a.connections;
+                if let Some(iv) = per_conn_interval {
+                    next += iv;
+                    tokio::time::sleep_until(next.into()).await;
+                }
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await??);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    lat.sort();
+    let pct = |q: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * q) as usize)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    let ok = totals.ok.load(Ordering::Relaxed);
+    let report = serde_json::json!({
+        "requests_ok": ok,
+        "requests_refused": totals.refused.load(Ordering::Relaxed),
+        "requests_failed": totals.errors.load(Ordering::Relaxed),
+        "items_ok": ok * a.spans_per_request as u64,
+        "items_per_s": (ok * a.spans_per_request as u64) as f64 / secs,
+        "bytes_per_item": bytes_per_item,
+        "p50_ms": pct(0.5),
+        "p99_ms": pct(0.99),
+        "seconds": secs,
+    });
+    println!("{report}");
+    Ok(())
+}

@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Sluice benchmark harness: builds release, runs each scenario with Sluice pinned to core 0 and
+`sluice-loadgen` pinned to core 1, and reports items/s, items per Sluice CPU-second (from
+/proc/PID/stat, so the figure holds on a noisy machine), peak RSS and client p50/p99 latency.
+
+    bench/run.py                 # every scenario, 10 s each; writes bench/results.json
+    bench/run.py --quick         # 1 s each: checks that everything still runs (CI)
+    bench/run.py --only grpc-small
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+from conftest import Sluice, free_port  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
+LOADGEN = ROOT / "target" / "release" / "sluice-loadgen"
+
+SMALL = {"attributes": 2, "attribute_size": 16}
+ATTRS10 = {"attributes": 10, "attribute_size": 32}
+
+SCENARIOS = [
+    # name, protocol, spans per request, span shape, pipeline, loadgen rate (requests/s, 0 = max)
+    ("grpc-small-100", "grpc", 100, SMALL, "blackhole", 0),
+    ("grpc-attrs10-100", "grpc", 100, ATTRS10, "blackhole", 0),
+    ("http-small-100", "http", 100, SMALL, "blackhole", 0),
+    ("http-attrs10-100", "http", 100, ATTRS10, "blackhole", 0),
+    ("http-attrs10-512", "http", 512, ATTRS10, "blackhole", 0),
+    ("grpc-attrs10-100-sampler", "grpc", 100, ATTRS10, "sampler", 0),
+    ("grpc-attrs10-100-file", "grpc", 100, ATTRS10, "file", 0),
+    ("grpc-attrs10-100-otlp", "grpc", 100, ATTRS10, "otlp", 0),
+    ("http-attrs10-512-clickhouse", "http", 512, ATTRS10, "clickhouse", 0),
+    ("grpc-attrs10-fixed-10k", "grpc", 100, ATTRS10, "blackhole", 100),
+]
+
+
+def config(sl, kind, data_dir, downstream=None, ch_url=None):
+    processors = '["batch"]'
+    exporter = 'type = "blackhole"'
+    extra = ""
+    if kind == "sampler":
+        processors = '["sampler", "batch"]'
+        extra = '[processors.sampler]\ntype = "adaptive_sampler"\n'
+    elif kind == "file":
+        exporter = f'type = "file"\npath = "{data_dir}"'
+    elif kind == "otlp":
+        exporter = f'type = "otlp"\nendpoint = "http://127.0.0.1:{downstream}"\ncompression = "none"'
+    elif kind == "clickhouse":
+        exporter = f'type = "clickhouse"\nendpoint = "{ch_url}"\ndatabase = "otel"'
+    return f"""
+[service]
+admin = "127.0.0.1:{sl.admin}"
+log_level = "warn"
+[receivers.otlp]
+type = "otlp"
+grpc = "127.0.0.1:{sl.grpc}"
+http = "127.0.0.1:{sl.http}"
+{extra}
+[processors.batch]
+type = "batch"
+max_items = 8192
+timeout = "200ms"
+[exporters.out]
+{exporter}
+[pipelines.traces]
+signals = ["traces"]
+receivers = ["otlp"]
+processors = {processors}
+exporters = ["out"]
+"""
+
+
+def cpu_seconds(pid):
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / TICK
+
+
+def peak_rss_mib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def pinned(cmd, core):
+    return ["taskset", "-c", str(core), *cmd] if os.cpu_count() and os.cpu_count() > 1 else cmd
+
+
+def run(name, protocol, per_req, shape, kind, rate, seconds, work):
+    extra_procs = []
+    ch = None
+    sl = Sluice(work, name)
+    downstream = None
+    if kind == "otlp":
+        gw = Sluice(work, name + "-gateway")
+        gw.start(config(gw, "blackhole", None))
+        extra_procs.append(gw)
+        downstream = gw.grpc
+    if kind == "clickhouse":
+        from chfront import ClickHouse
+        ch = ClickHouse(work / (name + "-ch"))
+    cfg = config(sl, kind, sl.dir / "data", downstream, ch.url if ch else None)
+    # Pin Sluice to core 0 (wrap the binary).
+    import conftest
+    real_bin = conftest.BIN
+    wrapper = sl.dir / "pinned-sluice"
+    wrapper.write_text(f"#!/bin/sh\nexec {' '.join(pinned([real_bin], 0))} \"$@\"\n")
+    wrapper.chmod(0o755)
+    conftest.BIN = str(wrapper)
+    try:
+        sl.start(cfg)
+    finally:
+        conftest.BIN = real_bin
+    pid = sl.proc.pid
+    # Find the sluice process itself (the wrapper execs, so the pid is the same).
+    endpoint = f"http://127.0.0.1:{sl.grpc if protocol == 'grpc' else sl.http}"
+    before_cpu, before_items = cpu_seconds(pid), sl.metric("sluice_receiver_accepted_items_total")
+    cmd = pinned([str(LOADGEN), "--endpoint", endpoint, "--protocol", protocol, "--spans-per-request", str(per_req),
+                  "--attributes", str(shape["attributes"]), "--attribute-size", str(shape["attribute_size"]),
+                  "--connections", "8", "--duration", f"{seconds}s", "--rate", str(rate)], 1)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    if out.returncode != 0:
+        raise RuntimeError(f"loadgen failed: {out.stderr}")
+    lg = json.loads(out.stdout.strip().splitlines()[-1])
+    cpu = cpu_seconds(pid) - before_cpu
+    items = sl.metric("sluice_receiver_accepted_items_total") - before_items
+    rss = peak_rss_mib(pid)
+    result = {
+        "scenario": name,
+        "items_per_s": round(items / lg["seconds"]),
+        "items_per_cpu_s": round(items / cpu) if cpu > 0 else None,
+        "cpu_share": round(cpu / lg["seconds"], 3),
+        "peak_rss_mib": round(rss, 1),
+        "p50_ms": round(lg["p50_ms"], 2),
+        "p99_ms": round(lg["p99_ms"], 2),
+        "bytes_per_span": round(lg["bytes_per_item"]),
+        "refused_requests": lg["requests_refused"],
+        "failed_requests": lg["requests_failed"],
+        "seconds": round(lg["seconds"], 1),
+    }
+    sl.stop()
+    for p in extra_procs:
+        p.stop()
+    if ch:
+        ch.stop()
+    return result
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--only", default="")
+    args = ap.parse_args()
+    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "sluice", "-p", "sluice-loadgen"], cwd=ROOT, check=True)
+    import conftest
+    conftest.BIN = os.environ.get("SLUICE_BIN") or str(ROOT / "target" / "release" / "sluice")
+    seconds = 1 if args.quick else args.seconds
+    work = pathlib.Path(tempfile.mkdtemp(prefix="sluice-bench-"))
+    results = []
+    for sc in SCENARIOS:
+        if args.only and args.only not in sc[0]:
+            continue
+        r = run(*sc, seconds, work)
+        results.append(r)
+        print(json.dumps(r), flush=True)
+    if not args.quick:
+        (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    print("\n| scenario | items/s | items per Sluice CPU-s | Sluice CPU | peak RSS MiB | p50 ms | p99 ms | B/span |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['scenario']} | {r['items_per_s']:,} | {r['items_per_cpu_s'] or 0:,} | {r['cpu_share']:.0%} | {r['peak_rss_mib']} | {r['p50_ms']} | {r['p99_ms']} | {r['bytes_per_span']} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -59,3 +59,30 @@ def test_json_examples_round_trip(sluice):
             return rs if len(rs) >= len(expected[signal]) else None
         out = wait_for(got, what=f"{signal} output")
         assert canon(out) == want, f"{signal} differs:\n{json.dumps(canon(out), indent=1)[:3000]}\n---\n{json.dumps(want, indent=1)[:3000]}"
+
+
+def test_json_profiles_may_omit_defaults(sluice):
+    """OTLP/JSON profiles as a proto3 JSON encoder writes them: defaults omitted, 64-bit ints as strings."""
+    sluice.start()
+    body = {
+        "resourceProfiles": [{
+            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "json-prof"}}]},
+            "scopeProfiles": [{"profiles": [{
+                "sampleType": {"typeStrindex": 1, "unitStrindex": 2},
+                "timeUnixNano": "1700000000000000000",
+                "samples": [{"stackIndex": 1, "values": ["5"]}, {"stackIndex": 1, "values": ["7"]}, {"values": ["0"]}],
+            }]}],
+        }],
+        "dictionary": {
+            "stringTable": ["", "cpu", "nanoseconds", "main"],
+            "functionTable": [{}, {"nameStrindex": 3}],
+            "locationTable": [{}, {"address": "4096", "lines": [{"functionIndex": 1, "line": "7"}]}],
+            "stackTable": [{}, {"locationIndices": [1]}],
+        },
+    }
+    r = requests.post(sluice.otlp_http("/v1development/profiles"), json=body, timeout=10)
+    assert r.status_code == 200, r.text
+    out = wait_for(lambda: sluice.output("profiles"), what="profiles output")
+    samples = out[0]["resourceProfiles"][0]["scopeProfiles"][0]["profiles"][0]["samples"]
+    assert [int(s["values"][0]) for s in samples] == [5, 7, 0]
+    assert sluice.metric("sluice_receiver_accepted_items_total", signal="profiles") == 3

@@ -99,6 +99,9 @@ pub fn decode_json(signal: Signal, body: &[u8]) -> Result<Telemetry, IngestError
         )));
     }
     normalize_enums(&mut value)?;
+    if signal == Signal::Profiles {
+        profiles_json::fill(&mut value, profiles_json::Kind::Request)?;
+    }
     Ok(match signal {
         Signal::Traces => Telemetry::Traces(serde_json::from_value(value).map_err(bad)?),
         Signal::Metrics => Telemetry::Metrics(serde_json::from_value(value).map_err(bad)?),
@@ -107,6 +110,181 @@ pub fn decode_json(signal: Signal, body: &[u8]) -> Result<Telemetry, IngestError
             Telemetry::Profiles(Box::new(serde_json::from_value(value).map_err(bad)?))
         }
     })
+}
+
+/// OTLP/JSON profiles: opentelemetry-proto 0.33's serde derive for the `v1development` profile
+/// messages has no defaults (a proto3 JSON body may omit any field), takes 64-bit integers only as
+/// numbers and link ids only as byte arrays. This fills in what is omitted and converts those values,
+/// message type by message type, before serde sees the body.
+mod profiles_json {
+    use super::IngestError;
+    use serde_json::{Map, Value};
+
+    #[derive(Clone, Copy)]
+    pub enum Kind {
+        Request,
+        ResourceProfiles,
+        ScopeProfiles,
+        Profile,
+        ValueType,
+        Sample,
+        Dictionary,
+        Mapping,
+        Location,
+        Line,
+        Stack,
+        Link,
+        KeyValueAndUnit,
+    }
+
+    /// (field, default) pairs; a default of `0` marks an integer field that may come as a string.
+    fn defaults(k: Kind) -> &'static [(&'static str, &'static str)] {
+        match k {
+            Kind::Request => &[("resourceProfiles", "[]")],
+            Kind::ResourceProfiles => &[("scopeProfiles", "[]"), ("schemaUrl", "\"\"")],
+            Kind::ScopeProfiles => &[("profiles", "[]"), ("schemaUrl", "\"\"")],
+            Kind::Profile => &[
+                ("samples", "[]"),
+                ("timeUnixNano", "0"),
+                ("durationNano", "0"),
+                ("period", "0"),
+                ("profileId", "\"\""),
+                ("droppedAttributesCount", "0"),
+                ("originalPayloadFormat", "\"\""),
+                ("originalPayload", "[]"),
+                ("attributeIndices", "[]"),
+            ],
+            Kind::ValueType => &[("typeStrindex", "0"), ("unitStrindex", "0")],
+            Kind::Sample => &[
+                ("stackIndex", "0"),
+                ("attributeIndices", "[]"),
+                ("linkIndex", "0"),
+                ("values", "[]"),
+                ("timestampsUnixNano", "[]"),
+            ],
+            Kind::Dictionary => &[
+                ("mappingTable", "[]"),
+                ("locationTable", "[]"),
+                ("functionTable", "[]"),
+                ("linkTable", "[]"),
+                ("stringTable", "[]"),
+                ("attributeTable", "[]"),
+                ("stackTable", "[]"),
+            ],
+            Kind::Mapping => &[
+                ("memoryStart", "0"),
+                ("memoryLimit", "0"),
+                ("fileOffset", "0"),
+                ("filenameStrindex", "0"),
+                ("attributeIndices", "[]"),
+            ],
+            Kind::Location => &[
+                ("mappingIndex", "0"),
+                ("address", "0"),
+                ("lines", "[]"),
+                ("attributeIndices", "[]"),
+            ],
+            Kind::Line => &[("functionIndex", "0"), ("line", "0"), ("column", "0")],
+            Kind::Stack => &[("locationIndices", "[]")],
+            Kind::Link => &[("traceId", "[]"), ("spanId", "[]")],
+            Kind::KeyValueAndUnit => &[("keyStrindex", "0"), ("unitStrindex", "0")],
+        }
+    }
+
+    fn children(k: Kind) -> &'static [(&'static str, Kind)] {
+        match k {
+            Kind::Request => &[
+                ("resourceProfiles", Kind::ResourceProfiles),
+                ("dictionary", Kind::Dictionary),
+            ],
+            Kind::ResourceProfiles => &[("scopeProfiles", Kind::ScopeProfiles)],
+            Kind::ScopeProfiles => &[("profiles", Kind::Profile)],
+            Kind::Profile => &[
+                ("sampleType", Kind::ValueType),
+                ("periodType", Kind::ValueType),
+                ("samples", Kind::Sample),
+            ],
+            Kind::Dictionary => &[
+                ("mappingTable", Kind::Mapping),
+                ("locationTable", Kind::Location),
+                ("linkTable", Kind::Link),
+                ("attributeTable", Kind::KeyValueAndUnit),
+                ("stackTable", Kind::Stack),
+            ],
+            Kind::Location => &[("lines", Kind::Line)],
+            _ => &[],
+        }
+    }
+
+    /// Integer arrays whose elements may come as strings.
+    const INT_ARRAYS: &[&str] = &["values", "timestampsUnixNano"];
+
+    fn int_of(v: &mut Value, field: &str) -> Result<(), IngestError> {
+        if let Value::String(s) = v {
+            let n: Value = if let Ok(i) = s.parse::<i64>() {
+                i.into()
+            } else if let Ok(u) = s.parse::<u64>() {
+                u.into()
+            } else {
+                return Err(IngestError::Malformed(format!(
+                    "invalid OTLP/JSON profiles: {field} {s:?} is not an integer"
+                )));
+            };
+            *v = n;
+        }
+        Ok(())
+    }
+
+    fn hex_to_array(v: &mut Value, field: &str) -> Result<(), IngestError> {
+        if let Value::String(s) = v {
+            let bytes = const_hex::decode(s.as_str()).ok().ok_or_else(|| {
+                IngestError::Malformed(format!(
+                    "invalid OTLP/JSON profiles: {field} {s:?} is not hex"
+                ))
+            })?;
+            *v = Value::Array(bytes.into_iter().map(Value::from).collect());
+        }
+        Ok(())
+    }
+
+    /// Fills defaults and converts values of one message (and its children).
+    pub fn fill(v: &mut Value, k: Kind) -> Result<(), IngestError> {
+        let Value::Object(map) = v else { return Ok(()) };
+        fill_map(map, k)
+    }
+
+    fn fill_map(map: &mut Map<String, Value>, k: Kind) -> Result<(), IngestError> {
+        for (field, default) in defaults(k) {
+            match map.get_mut(*field) {
+                None | Some(Value::Null) => {
+                    map.insert(
+                        (*field).to_owned(),
+                        serde_json::from_str(default).unwrap_or(Value::Null),
+                    );
+                }
+                Some(v) if *default == "0" => int_of(v, field)?,
+                Some(Value::Array(items)) if INT_ARRAYS.contains(field) => {
+                    for item in items {
+                        int_of(item, field)?;
+                    }
+                }
+                Some(v) if matches!(k, Kind::Link) => hex_to_array(v, field)?,
+                _ => {}
+            }
+        }
+        for (field, kind) in children(k) {
+            match map.get_mut(*field) {
+                Some(Value::Array(items)) => {
+                    for item in items {
+                        fill(item, *kind)?;
+                    }
+                }
+                Some(obj @ Value::Object(_)) => fill(obj, *kind)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Rewrites enum names (`"SPAN_KIND_SERVER"`) and numeric strings (`"2"`) to numbers.
@@ -182,6 +360,31 @@ mod tests {
             br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]}"#
         )
         .is_err());
+    }
+
+    #[test]
+    fn json_profiles_may_omit_defaults_and_use_string_ints() {
+        assert!(decode_json(Signal::Profiles, br#"{"resourceProfiles":[{}]}"#).is_ok());
+        let body = br#"{"resourceProfiles":[{"scopeProfiles":[{"profiles":[{
+            "sampleType":{"typeStrindex":1},"timeUnixNano":"1700000000000000000",
+            "samples":[{"stackIndex":1,"values":["7"]},{"values":[3]}]}]}]}],
+          "dictionary":{"stringTable":["","cpu"],"stackTable":[{},{"locationIndices":[1]}],
+            "locationTable":[{},{"address":"4096","lines":[{"functionIndex":1,"line":"42"}]}],
+            "functionTable":[{},{"nameStrindex":1}],
+            "linkTable":[{},{"traceId":"5B8EFFF798038103D269B633813FC60C","spanId":"EEE19B7EC3C1B174"}]}}"#;
+        let Telemetry::Profiles(p) = decode_json(Signal::Profiles, body).unwrap() else {
+            panic!()
+        };
+        let prof = &p.resource_profiles[0].scope_profiles[0].profiles[0];
+        assert_eq!(prof.samples.iter().map(|s| s.values[0]).sum::<i64>(), 10);
+        assert_eq!(prof.time_unix_nano, 1_700_000_000_000_000_000);
+        let d = p.dictionary.as_ref().unwrap();
+        assert_eq!(d.location_table[1].address, 4096);
+        assert_eq!(d.location_table[1].lines[0].line, 42);
+        assert_eq!(
+            d.link_table[1].span_id,
+            vec![0xee, 0xe1, 0x9b, 0x7e, 0xc3, 0xc1, 0xb1, 0x74]
+        );
     }
 
     #[test]

@@ -69,11 +69,6 @@ impl Source {
         }
     }
 
-    /// The file name used in messages.
-    pub fn file(&self) -> &str {
-        &self.file
-    }
-
     /// Builds an error at `path`, with the line of the deepest part of the path that exists.
     pub fn error_at(&self, path: &[Seg], message: impl Into<String>) -> ConfigError {
         let line = self.locate(path).map(|r| line_col(&self.text, r.start).0);

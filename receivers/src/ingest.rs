@@ -137,11 +137,6 @@ impl Ingest {
         }
     }
 
-    /// Receiver name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Whether any pipeline takes `signal` (checked before decoding a body).
     pub fn accepts(&self, signal: Signal) -> bool {
         self.input.accepts(signal)

@@ -48,11 +48,6 @@ impl AdaptiveConcurrency {
         self.limit
     }
 
-    /// The configured ceiling.
-    pub fn max(&self) -> usize {
-        self.max
-    }
-
     /// Called when a request is dispatched with `in_flight` requests now running.
     pub fn on_dispatch(&mut self, in_flight: usize) {
         if in_flight >= self.limit {

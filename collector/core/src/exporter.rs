@@ -94,11 +94,6 @@ pub struct ExporterQueue {
 }
 
 impl ExporterQueue {
-    /// Exporter name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Puts a batch in the queue: waits for room (`block`) or drops and counts it (`drop`).
     /// Returns false when the data did not go in.
     pub async fn enqueue(&self, data: Telemetry, items: u64) -> bool {

@@ -39,6 +39,8 @@ SCENARIOS = [
     ("grpc-attrs10-100-otlp", "grpc", 100, ATTRS10, "otlp", 0),
     ("http-attrs10-512-clickhouse", "http", 512, ATTRS10, "clickhouse", 0),
     ("grpc-attrs10-fixed-10k", "grpc", 100, ATTRS10, "blackhole", 100),
+    # 2× overload: 1,000 requests/s of 100 spans into a 50,000 spans/s backend, for 60 s (--overload).
+    ("grpc-attrs10-overload-2x", "grpc", 100, ATTRS10, "overload", 1000),
 ]
 
 
@@ -53,6 +55,9 @@ def config(sl, kind, data_dir, downstream=None, ch_url=None):
         exporter = f'type = "file"\npath = "{data_dir}"'
     elif kind == "otlp":
         exporter = f'type = "otlp"\nendpoint = "http://127.0.0.1:{downstream}"\ncompression = "none"'
+    elif kind == "overload":
+        # A backend that absorbs 50,000 spans/s; the load generator offers about twice that.
+        exporter = 'type = "blackhole"\nmax_rate = 50000.0'
     elif kind == "clickhouse":
         exporter = f'type = "clickhouse"\nendpoint = "{ch_url}"\ndatabase = "otel"'
     return f"""
@@ -86,6 +91,13 @@ def cpu_seconds(pid):
 def peak_rss_mib(pid):
     for line in open(f"/proc/{pid}/status"):
         if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def current_rss_mib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -125,8 +137,14 @@ def run(name, protocol, per_req, shape, kind, rate, seconds, work):
     before_cpu, before_items = cpu_seconds(pid), sl.metric("sluice_receiver_accepted_items_total")
     cmd = pinned([str(LOADGEN), "--endpoint", endpoint, "--protocol", protocol, "--spans-per-request", str(per_req),
                   "--attributes", str(shape["attributes"]), "--attribute-size", str(shape["attribute_size"]),
-                  "--connections", "8", "--duration", f"{seconds}s", "--rate", str(rate)], 1)
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+                  "--connections", "64" if kind == "overload" else "8", "--duration", f"{seconds}s", "--rate", str(rate)], 1)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rss_trace = []
+    while proc.poll() is None:
+        rss_trace.append(round(current_rss_mib(pid), 1))
+        time.sleep(1)
+    stdout, stderr = proc.communicate(timeout=60)
+    out = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
     if out.returncode != 0:
         raise RuntimeError(f"loadgen failed: {out.stderr}")
     lg = json.loads(out.stdout.strip().splitlines()[-1])
@@ -145,6 +163,7 @@ def run(name, protocol, per_req, shape, kind, rate, seconds, work):
         "refused_requests": lg["requests_refused"],
         "failed_requests": lg["requests_failed"],
         "seconds": round(lg["seconds"], 1),
+        "rss_mib_each_second": rss_trace,
     }
     sl.stop()
     for p in extra_procs:
@@ -159,6 +178,7 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--only", default="")
+    ap.add_argument("--overload-seconds", type=int, default=60)
     args = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "--locked", "-p", "sluice", "-p", "sluice-loadgen"], cwd=ROOT, check=True)
     import conftest
@@ -169,15 +189,16 @@ def main():
     for sc in SCENARIOS:
         if args.only and args.only not in sc[0]:
             continue
-        r = run(*sc, seconds, work)
+        secs = args.overload_seconds if sc[4] == "overload" and not args.quick else seconds
+        r = run(*sc, secs, work)
         results.append(r)
         print(json.dumps(r), flush=True)
-    if not args.quick:
+    if not args.quick and not args.only:
         (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    print("\n| scenario | items/s | items per Sluice CPU-s | Sluice CPU | peak RSS MiB | p50 ms | p99 ms | B/span |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| scenario | items/s | items per Sluice CPU-s | Sluice CPU | peak RSS MiB | p50 ms | p99 ms | B/span | refused / failed requests |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['scenario']} | {r['items_per_s']:,} | {r['items_per_cpu_s'] or 0:,} | {r['cpu_share']:.0%} | {r['peak_rss_mib']} | {r['p50_ms']} | {r['p99_ms']} | {r['bytes_per_span']} |")
+        print(f"| {r['scenario']} | {r['items_per_s']:,} | {r['items_per_cpu_s'] or 0:,} | {r['cpu_share']:.0%} | {r['peak_rss_mib']} | {r['p50_ms']} | {r['p99_ms']} | {r['bytes_per_span']} | {r['refused_requests']} / {r['failed_requests']} |")
 
 
 if __name__ == "__main__":

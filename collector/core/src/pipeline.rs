@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Requests buffered per pipeline before receivers start waiting (then refusing).
-pub const PIPELINE_CHANNEL_REQUESTS: usize = 256;
+pub const PIPELINE_CHANNEL_REQUESTS: usize = 64;
 
 /// A message in a pipeline channel: the data and its item count (counted once, at the door).
 #[derive(Debug)]

@@ -7,6 +7,7 @@ use crate::telemetry::Telemetry;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use sluice_config::{QueueConfig, RetryConfig, Signal, WhenFull};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -183,15 +184,28 @@ pub fn spawn_exporter(
     let task = tokio::spawn(async move {
         let mut arc = AdaptiveConcurrency::new(max_concurrency, tokio::time::Instant::now());
         let mut in_flight: JoinSet<Done> = JoinSet::new();
+        // What each running export carries, so even a panicking one is accounted for.
+        let mut carried: HashMap<tokio::task::Id, (Signal, u64, u32)> = HashMap::new();
         let mut open = true;
         while open || !in_flight.is_empty() {
             limit_gauge.set(arc.limit() as i64);
             tokio::select! {
                 biased;
-                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
-                    let Ok(done) = done else {
-                        tracing::error!(exporter = %name, "export task panicked; its batch is lost");
-                        continue;
+                Some(joined) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
+                    let done = match joined {
+                        Ok((id, done)) => {
+                            carried.remove(&id);
+                            done
+                        }
+                        Err(e) => {
+                            let Some((signal, items, permits)) = carried.remove(&e.id()) else { continue };
+                            tracing::error!(exporter = %name, %signal, items, error = %e, "export task panicked; batch dropped");
+                            failed.get(signal).inc_by(items);
+                            dropped.get(signal).inc_by(items);
+                            queued.get(signal).dec_by(items as i64);
+                            room.add_permits(permits as usize);
+                            continue;
+                        }
                     };
                     arc.on_response(done.rtt, done.throttled, tokio::time::Instant::now());
                     let signal = done.signal;
@@ -214,12 +228,14 @@ pub fn spawn_exporter(
                     Some(q) => {
                         let (exporter, retry, task_load, name) =
                             (exporter.clone(), retry.clone(), load_signal.clone(), name.clone());
-                        in_flight.spawn(async move {
+                        let meta = (q.data.signal(), q.items, q.permits);
+                        let handle = in_flight.spawn(async move {
                             let signal = q.data.signal();
                             let (result, rtt, throttled) =
                                 export_with_retry(&name, exporter.as_ref(), &q.data, &retry, &task_load).await;
                             Done { signal, items: q.items, permits: q.permits, result, rtt, throttled }
                         });
+                        carried.insert(handle.id(), meta);
                         arc.on_dispatch(in_flight.len());
                         load_signal.set_in_flight(in_flight.len(), arc.limit());
                         load.set(load_signal.load());
@@ -385,6 +401,48 @@ mod tests {
             items: n as u64,
             permits: n as u32,
         }
+    }
+
+    struct Panics;
+    impl Exporter for Panics {
+        fn export<'a>(&'a self, _batch: &'a Telemetry) -> BoxFuture<'a, Result<(), ExportError>> {
+            Box::pin(async { panic!("exporter bug") })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_export_is_counted_as_dropped_and_frees_its_room() {
+        let metrics = Metrics::new();
+        let queue = QueueConfig {
+            max_items: 100,
+            when_full: WhenFull::Block,
+        };
+        let (q, task) = spawn_exporter(
+            "p",
+            Arc::new(Panics),
+            &queue,
+            &RetryConfig::default(),
+            2,
+            None,
+            &metrics,
+        );
+        let load = q.load_signal();
+        assert!(q.enqueue(spans(60).data, 60).await);
+        // 60 + 80 > 100: this only fits once the panicked export has given its room back.
+        let second =
+            tokio::time::timeout(Duration::from_secs(5), q.enqueue(spans(80).data, 80)).await;
+        assert_eq!(second, Ok(true), "room freed by the panicked export");
+        drop(q);
+        task.await.unwrap();
+        assert_eq!(metrics.exporter_failed("p", Signal::Traces).get(), 140);
+        assert_eq!(
+            metrics
+                .dropped("p", Signal::Traces, DropReason::ExportFailed)
+                .get(),
+            140
+        );
+        assert_eq!(metrics.exporter_queue("p", Signal::Traces).get(), 0);
+        assert_eq!(load.queue_items(), 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -66,8 +66,8 @@ def test_oversized_bodies(small_sluice):
     with pytest.raises(grpc.RpcError) as e:
         grpc_call(sl, big)
     assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e.value
-    # The two HTTP refusals are counted (the gRPC one is refused inside tonic before Sluice sees it).
-    assert sl.metric("sluice_receiver_refused_requests_total", reason="too_large") == 2
+    # All three refusals are counted, the gRPC one too (tonic refuses it before any handler runs).
+    assert sl.metric("sluice_receiver_refused_requests_total", reason="too_large") == 3
     assert post(sl, spans_request(1)).status_code == 200
 
 
@@ -131,6 +131,7 @@ def test_malformed_grpc_gets_invalid_argument(small_sluice, body):
         grpc_call(small_sluice, body)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value
     grpc_call(small_sluice, GOOD)
+    assert small_sluice.metric("sluice_receiver_refused_requests_total", reason="malformed", signal="traces") == 1
 
 
 def test_wrong_length_ids_are_partial_success(small_sluice):

@@ -101,7 +101,9 @@ impl ProfilesService for Grpc {
 
 /// tonic answers an over-limit message with OUT_OF_RANGE and an undecodable one with INTERNAL;
 /// OTLP clients expect RESOURCE_EXHAUSTED and INVALID_ARGUMENT (both: do not retry as is).
-fn client_errors_as_otlp_expects<B>(mut resp: http::Response<B>) -> http::Response<B> {
+fn client_errors_as_otlp_expects(
+    mut resp: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
     let msg = resp
         .headers()
         .get("grpc-message")
@@ -123,6 +125,67 @@ fn client_errors_as_otlp_expects<B>(mut resp: http::Response<B>) -> http::Respon
     resp
 }
 
+/// Rewrites tonic's early errors (see above) and counts them as refused requests: tonic refuses
+/// undecodable and oversize messages before any handler runs, so nothing else would.
+#[derive(Clone)]
+struct EarlyRefusals<S> {
+    inner: S,
+    ingest: Ingest,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for EarlyRefusals<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        use sluice_core::Signal;
+        let path = req.uri().path();
+        let signal = [
+            ("TraceService", Signal::Traces),
+            ("MetricsService", Signal::Metrics),
+            ("LogsService", Signal::Logs),
+            ("ProfilesService", Signal::Profiles),
+        ]
+        .into_iter()
+        .find_map(|(svc, sig)| path.contains(svc).then_some(sig));
+        let fut = self.inner.call(req);
+        let ingest = self.ingest.clone();
+        Box::pin(async move {
+            let resp = client_errors_as_otlp_expects(fut.await?);
+            // Handlers only ever answer UNAVAILABLE/UNIMPLEMENTED (counted where they happen):
+            // INVALID_ARGUMENT and RESOURCE_EXHAUSTED here come from tonic's decoding.
+            let status = resp
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok());
+            if let (Some(signal), Some(code @ ("3" | "8"))) = (signal, status) {
+                let err = if code == "3" {
+                    IngestError::Malformed("undecodable gRPC message".into())
+                } else {
+                    IngestError::TooLarge("gRPC message over max_request_size".into())
+                };
+                ingest.refused(signal, 0, &err);
+            }
+            Ok(resp)
+        })
+    }
+}
+
 /// Serves OTLP/gRPC on `listener` until `shutdown`; in-flight calls finish first.
 pub async fn serve(
     listener: TcpListener,
@@ -142,8 +205,11 @@ pub async fn serve(
                 .send_compressed(CompressionEncoding::Gzip)
         };
     }
-    let layer = tower::ServiceBuilder::new()
-        .map_response(client_errors_as_otlp_expects::<tonic::body::Body>);
+    let early = ingest.clone();
+    let layer = tower::layer::layer_fn(move |inner| EarlyRefusals {
+        inner,
+        ingest: early.clone(),
+    });
     let mut router = tonic::transport::Server::builder()
         .layer(layer)
         .add_routes(tonic::service::Routes::default());

@@ -91,3 +91,17 @@ def test_run_refuses_broken_config(tmp_path):
 def test_embedded_default_validates():
     r = subprocess.run([BIN, "validate"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
+
+
+def test_readme_example_validates(tmp_path):
+    import re
+    from conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    example = re.findall(r"```toml\n(.*?)```", readme, re.S)[0]
+    f = tmp_path / "readme.toml"
+    f.write_text(example)
+    r = subprocess.run([BIN, "validate", "--config", str(f)], capture_output=True, text=True, timeout=30,
+                       env={**os.environ, "ENV": "ci"})
+    assert r.returncode == 0, r.stderr
+    assert "3 pipeline(s)" in r.stdout

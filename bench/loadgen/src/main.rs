@@ -174,6 +174,22 @@ fn logs(a: &Args, rng: &mut Rng, k: usize) -> ExportLogsServiceRequest {
     }
 }
 
+/// Accepted (true), refused with a retryable status (false), or failed.
+fn grpc_outcome<T>(r: Result<T, tonic::Status>) -> Result<bool> {
+    match r {
+        Ok(_) => Ok(true),
+        Err(s)
+            if matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::ResourceExhausted
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(s) => Err(anyhow::anyhow!("{s}")),
+    }
+}
+
 #[derive(Default)]
 struct Totals {
     ok: AtomicU64,
@@ -227,36 +243,16 @@ async fn main() -> Result<()> {
             while start.elapsed() < a.duration {
                 let t0 = Instant::now();
                 let outcome: Result<bool> = match (&channel, a.signal) {
-                    (Some(ch), Signal::Traces) => match TraceServiceClient::new(ch.clone())
-                        .export(pool[i % pool.len()].0.clone())
-                        .await
-                    {
-                        Ok(_) => Ok(true),
-                        Err(s)
-                            if matches!(
-                                s.code(),
-                                tonic::Code::Unavailable | tonic::Code::ResourceExhausted
-                            ) =>
-                        {
-                            Ok(false)
-                        }
-                        Err(s) => Err(anyhow::anyhow!("{s}")),
-                    },
-                    (Some(ch), Signal::Logs) => match LogsServiceClient::new(ch.clone())
-                        .export(pool[i % pool.len()].1.clone())
-                        .await
-                    {
-                        Ok(_) => Ok(true),
-                        Err(s)
-                            if matches!(
-                                s.code(),
-                                tonic::Code::Unavailable | tonic::Code::ResourceExhausted
-                            ) =>
-                        {
-                            Ok(false)
-                        }
-                        Err(s) => Err(anyhow::anyhow!("{s}")),
-                    },
+                    (Some(ch), Signal::Traces) => grpc_outcome(
+                        TraceServiceClient::new(ch.clone())
+                            .export(pool[i % pool.len()].0.clone())
+                            .await,
+                    ),
+                    (Some(ch), Signal::Logs) => grpc_outcome(
+                        LogsServiceClient::new(ch.clone())
+                            .export(pool[i % pool.len()].1.clone())
+                            .await,
+                    ),
                     (None, _) => match http
                         .post(&url)
                         .header("content-type", "application/x-protobuf")

@@ -232,7 +232,7 @@ pub fn spawn_exporter(
                         let handle = in_flight.spawn(async move {
                             let signal = q.data.signal();
                             let (result, rtt, throttled) =
-                                export_with_retry(&name, exporter.as_ref(), &q.data, &retry, &task_load).await;
+                                export_with_retry(&name, exporter.as_ref(), &q.data, q.items, &retry, &task_load).await;
                             Done { signal, items: q.items, permits: q.permits, result, rtt, throttled }
                         });
                         carried.insert(handle.id(), meta);
@@ -336,6 +336,7 @@ async fn export_with_retry(
     name: &str,
     exporter: &dyn Exporter,
     data: &Telemetry,
+    items: u64,
     retry: &RetryConfig,
     load: &LoadSignal,
 ) -> (Result<(), ExportError>, Duration, bool) {
@@ -350,7 +351,7 @@ async fn export_with_retry(
         let rtt = began.elapsed();
         let err = match result {
             Ok(()) => {
-                load.record_export(data.item_count(), rtt);
+                load.record_export(items, rtt);
                 return (Ok(()), rtt, throttled);
             }
             Err(e) => e,

@@ -23,6 +23,7 @@ from conftest import Sluice, free_port  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 LOADGEN = ROOT / "target" / "release" / "sluice-loadgen"
+SLUICE = str(ROOT / "target" / "release" / "sluice")
 
 SMALL = {"attributes": 2, "attribute_size": 16}
 ATTRS10 = {"attributes": 10, "attribute_size": 32}
@@ -113,26 +114,16 @@ def run(name, protocol, per_req, shape, kind, rate, seconds, work):
     downstream = None
     if kind == "otlp":
         gw = Sluice(work, name + "-gateway")
-        gw.start(config(gw, "blackhole", None))
+        gw.start(config(gw, "blackhole", None), binary=SLUICE)
         extra_procs.append(gw)
         downstream = gw.grpc
     if kind == "clickhouse":
         from chfront import ClickHouse
         ch = ClickHouse(work / (name + "-ch"))
     cfg = config(sl, kind, sl.dir / "data", downstream, ch.url if ch else None)
-    # Pin Sluice to core 0 (wrap the binary).
-    import conftest
-    real_bin = conftest.BIN
-    wrapper = sl.dir / "pinned-sluice"
-    wrapper.write_text(f"#!/bin/sh\nexec {' '.join(pinned([real_bin], 0))} \"$@\"\n")
-    wrapper.chmod(0o755)
-    conftest.BIN = str(wrapper)
-    try:
-        sl.start(cfg)
-    finally:
-        conftest.BIN = real_bin
+    # Sluice on core 0; taskset execs it, so the pid is Sluice's own.
+    sl.start(cfg, prefix=pinned([], 0), binary=SLUICE)
     pid = sl.proc.pid
-    # Find the sluice process itself (the wrapper execs, so the pid is the same).
     endpoint = f"http://127.0.0.1:{sl.grpc if protocol == 'grpc' else sl.http}"
     before_cpu, before_items = cpu_seconds(pid), sl.metric("sluice_receiver_accepted_items_total")
     cmd = pinned([str(LOADGEN), "--endpoint", endpoint, "--protocol", protocol, "--spans-per-request", str(per_req),
@@ -181,8 +172,8 @@ def main():
     ap.add_argument("--overload-seconds", type=int, default=60)
     args = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "--locked", "-p", "sluice", "-p", "sluice-loadgen"], cwd=ROOT, check=True)
-    import conftest
-    conftest.BIN = os.environ.get("SLUICE_BIN") or str(ROOT / "target" / "release" / "sluice")
+    global SLUICE
+    SLUICE = os.environ.get("SLUICE_BIN") or str(ROOT / "target" / "release" / "sluice")
     seconds = 1 if args.quick else args.seconds
     work = pathlib.Path(tempfile.mkdtemp(prefix="sluice-bench-"))
     results = []

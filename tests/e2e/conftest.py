@@ -92,11 +92,12 @@ processors = {json.dumps(processors)}
 exporters = ["out"]
 """
 
-    def start(self, config: str | None = None):
+    def start(self, config: str | None = None, prefix: list | None = None, binary: str | None = None):
+        """Writes the config and starts sluice; `prefix` runs it under another command (e.g. taskset)."""
         cfg = self.dir / "sluice.toml"
         cfg.write_text(config if config is not None else self.default_config())
         self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([BIN, "--config", str(cfg)], stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([*(prefix or []), binary or BIN, "--config", str(cfg)], stdout=self.log, stderr=subprocess.STDOUT)
 
         def ready():
             if self.proc.poll() is not None:

@@ -14,6 +14,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+/// glibc's allocator spent ~60% of the CPU in a decode-heavy profile (malloc_consolidate on
+/// freeing whole batches of small strings); mimalloc's thread-local free lists do not.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Sluice: an OpenTelemetry-compatible telemetry collector.
 #[derive(Parser, Debug)]
 #[command(name = "sluice", version, about)]

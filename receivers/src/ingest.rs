@@ -239,7 +239,8 @@ pub fn drop_invalid_ids(data: &mut Telemetry) -> Partial {
                 });
             }
         }
-        Telemetry::Metrics(_) | Telemetry::Profiles(_) => {}
+        // Encoded requests passed the wire check, which rejects bad ids.
+        Telemetry::Metrics(_) | Telemetry::Profiles(_) | Telemetry::Encoded(_) => {}
     }
     if rejected == 0 {
         return Partial::default();

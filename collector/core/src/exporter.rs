@@ -68,6 +68,12 @@ pub trait Exporter: Send + Sync + 'static {
     /// Writes one batch.
     fn export<'a>(&'a self, batch: &'a Telemetry) -> BoxFuture<'a, Result<(), ExportError>>;
 
+    /// False for exporters that take batches still in OTLP protobuf ([`Telemetry::Encoded`]);
+    /// the others get them decoded once, before the first attempt.
+    fn needs_decoded(&self) -> bool {
+        true
+    }
+
     /// Flushes and closes; called once after the queue drained.
     fn shutdown(&self) -> BoxFuture<'_, Result<(), ExportError>> {
         Box::pin(async { Ok(()) })
@@ -231,8 +237,18 @@ pub fn spawn_exporter(
                         let meta = (q.data.signal(), q.items, q.permits);
                         let handle = in_flight.spawn(async move {
                             let signal = q.data.signal();
-                            let (result, rtt, throttled) =
-                                export_with_retry(&name, exporter.as_ref(), &q.data, q.items, &retry, &task_load).await;
+                            let mut data = q.data;
+                            let decoded = if exporter.needs_decoded() {
+                                data.decode_in_place().map_err(|e| {
+                                    ExportError::permanent(format!("cannot decode batch: {e}"))
+                                })
+                            } else {
+                                Ok(())
+                            };
+                            let (result, rtt, throttled) = match decoded {
+                                Ok(()) => export_with_retry(&name, exporter.as_ref(), &data, q.items, &retry, &task_load).await,
+                                Err(e) => (Err(e), Duration::ZERO, false),
+                            };
                             Done { signal, items: q.items, permits: q.permits, result, rtt, throttled }
                         });
                         carried.insert(handle.id(), meta);

@@ -3,17 +3,19 @@
 
 pub mod concurrency;
 pub mod exporter;
+pub mod grpc_codec;
 pub mod load;
 pub mod metrics;
 pub mod pipeline;
 pub mod telemetry;
+pub mod wire;
 
 pub use exporter::{spawn_exporter, BoxFuture, Coalesce, ExportError, Exporter, ExporterQueue};
 pub use load::LoadSignal;
 pub use metrics::{DropReason, Metrics, PerSignal};
 pub use pipeline::{Envelope, PipelineInput, PipelineSender, SendError};
 pub use sluice_config::Signal;
-pub use telemetry::Telemetry;
+pub use telemetry::{Encoded, Telemetry, TelemetryError};
 
 /// A synchronous, cheap transform applied to every request in a pipeline; `None` drops it whole.
 pub trait Processor: Send + Sync + 'static {

@@ -25,6 +25,10 @@ impl BlackholeExporter {
 }
 
 impl Exporter for BlackholeExporter {
+    fn needs_decoded(&self) -> bool {
+        false
+    }
+
     fn export<'a>(&'a self, batch: &'a Telemetry) -> BoxFuture<'a, Result<(), ExportError>> {
         Box::pin(async move {
             if let Some(rate) = self.max_rate {

@@ -156,6 +156,10 @@ impl Exporter for ClickhouseExporter {
                         .await?;
                     self.insert(&t.metrics_summary, &m.summary).await
                 }
+                // The worker decodes batches first (needs_decoded).
+                Telemetry::Encoded(_) => Err(ExportError::permanent(
+                    "internal error: batch reached the ClickHouse exporter undecoded",
+                )),
             };
             if let Err(e) = &result {
                 // A missing table (dropped behind our back, or a server that lost its data) gets

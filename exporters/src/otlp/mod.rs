@@ -1,11 +1,11 @@
 //! The OTLP exporter: forwards to another OTLP endpoint over gRPC or HTTP/protobuf, so a
 //! sidecar Sluice can feed a gateway Sluice (or any OTLP backend).
 
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
-use opentelemetry_proto::tonic::collector::profiles::v1development::profiles_service_client::ProfilesServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use prost::Message;
 use sluice_config::{Compression, OtlpExporterConfig, OtlpProtocol, Signal};
+use sluice_core::grpc_codec::BytesCodec;
 use sluice_core::{BoxFuture, ExportError, Exporter, Telemetry};
 use std::io::Write;
 use std::time::Duration;
@@ -124,7 +124,31 @@ fn http_path(s: Signal) -> &'static str {
     }
 }
 
-fn compress(body: Vec<u8>, c: Compression) -> Result<(Vec<u8>, Option<&'static str>), ExportError> {
+fn grpc_path(s: Signal) -> &'static str {
+    match s {
+        Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+        Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+        Signal::Profiles => {
+            "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export"
+        }
+    }
+}
+
+/// Logs what the next hop rejected in an OTLP partial success (all four responses share its
+/// wire format: field 1 = {rejected count, message}).
+fn report_partial_success(signal: Signal, response: &[u8]) {
+    if let Ok(ExportTraceServiceResponse {
+        partial_success: Some(p),
+    }) = ExportTraceServiceResponse::decode(response)
+    {
+        if p.rejected_spans > 0 || !p.error_message.is_empty() {
+            tracing::warn!(%signal, rejected = p.rejected_spans, message = %p.error_message, "the next hop rejected part of a batch");
+        }
+    }
+}
+
+fn compress(body: Bytes, c: Compression) -> Result<(Bytes, Option<&'static str>), ExportError> {
     let fail = |e: std::io::Error| ExportError::permanent(format!("cannot compress request: {e}"));
     match c {
         Compression::None => Ok((body, None)),
@@ -134,13 +158,20 @@ fn compress(body: Vec<u8>, c: Compression) -> Result<(Vec<u8>, Option<&'static s
                 flate2::Compression::fast(),
             );
             enc.write_all(&body).map_err(fail)?;
-            Ok((enc.finish().map_err(fail)?, Some("gzip")))
+            Ok((enc.finish().map_err(fail)?.into(), Some("gzip")))
         }
-        Compression::Zstd => Ok((zstd::bulk::compress(&body, 1).map_err(fail)?, Some("zstd"))),
+        Compression::Zstd => Ok((
+            zstd::bulk::compress(&body, 1).map_err(fail)?.into(),
+            Some("zstd"),
+        )),
     }
 }
 
 impl Exporter for OtlpExporter {
+    fn needs_decoded(&self) -> bool {
+        false
+    }
+
     fn export<'a>(&'a self, batch: &'a Telemetry) -> BoxFuture<'a, Result<(), ExportError>> {
         Box::pin(async move {
             match &self.transport {
@@ -149,24 +180,25 @@ impl Exporter for OtlpExporter {
                     metadata,
                     encoding,
                 } => {
-                    macro_rules! call {
-                        ($client:ident, $req:expr) => {{
-                            let mut c =
-                                $client::new(channel.clone()).max_decoding_message_size(64 << 20);
-                            if let Some(e) = encoding {
-                                c = c.send_compressed(*e).accept_compressed(*e);
-                            }
-                            let mut req = tonic::Request::new($req.clone());
-                            *req.metadata_mut() = metadata.clone();
-                            c.export(req).await.map(|_| ()).map_err(grpc_error)
-                        }};
+                    // Encoded batches go out as they came in: no decode, no re-encode.
+                    let mut grpc = tonic::client::Grpc::new(channel.clone())
+                        .max_decoding_message_size(64 << 20);
+                    if let Some(e) = encoding {
+                        grpc = grpc.send_compressed(*e).accept_compressed(*e);
                     }
-                    match batch {
-                        Telemetry::Traces(r) => call!(TraceServiceClient, r),
-                        Telemetry::Metrics(r) => call!(MetricsServiceClient, r),
-                        Telemetry::Logs(r) => call!(LogsServiceClient, r),
-                        Telemetry::Profiles(r) => call!(ProfilesServiceClient, r.as_ref()),
-                    }
+                    grpc.ready().await.map_err(|e| {
+                        ExportError::retryable(format!("gRPC connection not ready: {e}"))
+                    })?;
+                    let mut req = tonic::Request::new(batch.encode_protobuf());
+                    *req.metadata_mut() = metadata.clone();
+                    let signal = batch.signal();
+                    let path = http::uri::PathAndQuery::from_static(grpc_path(signal));
+                    let resp = grpc
+                        .unary(req, path, BytesCodec)
+                        .await
+                        .map_err(grpc_error)?;
+                    report_partial_success(signal, resp.get_ref());
+                    Ok(())
                 }
                 Transport::Http {
                     client,
@@ -189,6 +221,9 @@ impl Exporter for OtlpExporter {
                         .map_err(|e| ExportError::retryable(format!("HTTP request failed: {e}")))?;
                     let status = resp.status();
                     if status.is_success() {
+                        if let Ok(body) = resp.bytes().await {
+                            report_partial_success(batch.signal(), &body);
+                        }
                         return Ok(());
                     }
                     let retry_after = resp

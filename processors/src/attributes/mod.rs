@@ -55,6 +55,11 @@ impl AttributesProcessor {
 
 impl Processor for AttributesProcessor {
     fn process(&self, mut data: Telemetry) -> Option<Telemetry> {
+        if let Err(e) = data.decode_in_place() {
+            // Cannot happen for bodies the receiver checked; pass the data on rather than lose it.
+            tracing::error!(error = %e, "attributes: cannot decode request; passing it on unchanged");
+            return Some(data);
+        }
         match &mut data {
             Telemetry::Traces(r) => r
                 .resource_spans
@@ -101,7 +106,7 @@ impl Processor for AttributesProcessor {
                 }
             }
             // Validation keeps this processor out of profile pipelines.
-            Telemetry::Profiles(_) => {}
+            Telemetry::Profiles(_) | Telemetry::Encoded(_) => {}
         }
         Some(data)
     }

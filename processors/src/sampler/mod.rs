@@ -280,10 +280,12 @@ impl Decision {
 #[inline]
 pub fn decide_span(span: &mut Span, d: &Decision) -> bool {
     let t = d.t;
+    // At p = 1 every span passes as it came (an upstream decision in its trace state stands), so
+    // requests that are still encoded need no decode.
+    if t == Threshold::ALWAYS {
+        return true;
+    }
     if span.trace_state.is_empty() {
-        if t == Threshold::ALWAYS {
-            return true;
-        }
         let Some(r) = randomness_from_trace_id(&span.trace_id) else {
             return true;
         };
@@ -340,6 +342,20 @@ impl Processor for AdaptiveSampler {
         let global = Threshold(self.shared.threshold.load(Ordering::Relaxed));
         let reason = self.shared.reason.load(Ordering::Relaxed) as usize;
         let (mut seen, mut dropped) = (0u64, 0u64);
+        if matches!(data, Telemetry::Encoded(_)) {
+            // Per-service floors need the service names, so they always decode.
+            if global == Threshold::ALWAYS && self.cfg.per_service_floor.is_none() {
+                self.shared
+                    .input
+                    .fetch_add(data.item_count(), Ordering::Relaxed);
+                return Some(data);
+            }
+            if let Err(e) = data.decode_in_place() {
+                // Cannot happen for bodies the receiver checked; keep the data rather than lose it.
+                tracing::error!(error = %e, "sampler: cannot decode request; passing it on unsampled");
+                return Some(data);
+            }
+        }
         let slot = match &mut data {
             Telemetry::Traces(r) => {
                 for rs in &mut r.resource_spans {
@@ -374,7 +390,9 @@ impl Processor for AdaptiveSampler {
                 1
             }
             // Metrics are never sampled; profiles pass through.
-            Telemetry::Metrics(_) | Telemetry::Profiles(_) => return Some(data),
+            Telemetry::Metrics(_) | Telemetry::Profiles(_) | Telemetry::Encoded(_) => {
+                return Some(data)
+            }
         };
         self.shared.input.fetch_add(seen, Ordering::Relaxed);
         if dropped > 0 {

@@ -10,7 +10,7 @@ use opentelemetry_proto::tonic::metrics::v1::AggregationTemporality;
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode};
 use prost::Message;
 use serde_json::Value;
-use sluice_core::{Signal, Telemetry};
+use sluice_core::{Encoded, Signal, Telemetry};
 use std::io::Read;
 
 /// Body encodings a client may send.
@@ -69,8 +69,15 @@ pub fn decompress(
     }
 }
 
-/// Decodes an OTLP protobuf request of `signal`.
-pub fn decode_protobuf(signal: Signal, body: &[u8]) -> Result<Telemetry, IngestError> {
+/// Takes an OTLP protobuf request of `signal`: traces and logs that pass the allocation-free check
+/// stay encoded; everything else (metrics, profiles, and requests the check leaves to prost, such as
+/// ones with invalid ids) is decoded here.
+pub fn decode_protobuf(signal: Signal, body: bytes::Bytes) -> Result<Telemetry, IngestError> {
+    let body = match Encoded::check(signal, body) {
+        Ok(e) => return Ok(Telemetry::Encoded(e)),
+        Err(body) => body,
+    };
+    let body = &body[..];
     let bad = |e: prost::DecodeError| {
         IngestError::Malformed(format!("invalid OTLP protobuf {signal} request: {e}"))
     };

@@ -1,41 +1,27 @@
 //! OTLP/gRPC: the four collector services on one tonic server.
+//!
+//! The services are written out here rather than taken from `opentelemetry-proto`'s generated
+//! servers, whose codec decodes every request in full: these take the message as bytes
+//! ([`BytesCodec`]) and hand it to [`decode_protobuf`], which keeps checked traces and logs encoded.
 
-use crate::ingest::{responses, Ingest, IngestError, Partial};
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
-    LogsService, LogsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::profiles::v1development::profiles_service_server::{
-    ProfilesService, ProfilesServiceServer,
-};
-use opentelemetry_proto::tonic::collector::profiles::v1development::{
-    ExportProfilesServiceRequest, ExportProfilesServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use sluice_core::Telemetry;
+use super::decode::decode_protobuf;
+use crate::ingest::{responses, Ingest, IngestError};
+use bytes::Bytes;
+use prost::Message;
+use sluice_core::grpc_codec::BytesCodec;
+use sluice_core::Signal;
+use std::convert::Infallible;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::codec::CompressionEncoding;
+use tonic::codec::{CompressionEncoding, EnabledCompressionEncodings};
+use tonic::server::{NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 
-/// The gRPC side of an OTLP receiver.
-#[derive(Clone)]
-struct Grpc {
-    ingest: Ingest,
-}
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'static>>;
 
 fn status(e: IngestError) -> Status {
     match e {
@@ -47,82 +33,156 @@ fn status(e: IngestError) -> Status {
     }
 }
 
-impl Grpc {
-    async fn run(&self, data: Telemetry) -> Result<Partial, Status> {
-        self.ingest.ingest(data).await.map_err(status)
+/// One OTLP collector service, named for tonic's router.
+trait OtlpService: Send + Sync + 'static {
+    const NAME: &'static str;
+    const EXPORT: &'static str;
+    const SIGNAL: Signal;
+}
+
+macro_rules! otlp_service {
+    ($ty:ident, $signal:ident, $name:literal) => {
+        struct $ty;
+        impl OtlpService for $ty {
+            const NAME: &'static str = $name;
+            const EXPORT: &'static str = concat!("/", $name, "/Export");
+            const SIGNAL: Signal = Signal::$signal;
+        }
+    };
+}
+otlp_service!(
+    TraceSvc,
+    Traces,
+    "opentelemetry.proto.collector.trace.v1.TraceService"
+);
+otlp_service!(
+    MetricsSvc,
+    Metrics,
+    "opentelemetry.proto.collector.metrics.v1.MetricsService"
+);
+otlp_service!(
+    LogsSvc,
+    Logs,
+    "opentelemetry.proto.collector.logs.v1.LogsService"
+);
+otlp_service!(
+    ProfilesSvc,
+    Profiles,
+    "opentelemetry.proto.collector.profiles.v1development.ProfilesService"
+);
+
+/// The tower service behind one OTLP gRPC service path.
+struct Server<S> {
+    ingest: Ingest,
+    max_request_size: usize,
+    _service: PhantomData<fn() -> S>,
+}
+
+impl<S> Clone for Server<S> {
+    fn clone(&self) -> Self {
+        Self {
+            ingest: self.ingest.clone(),
+            max_request_size: self.max_request_size,
+            _service: PhantomData,
+        }
     }
 }
 
-#[tonic::async_trait]
-impl TraceService for Grpc {
-    async fn export(
-        &self,
-        req: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let p = self.run(Telemetry::Traces(req.into_inner())).await?;
-        Ok(Response::new(responses::traces(p)))
+impl<S: OtlpService> NamedService for Server<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+/// The `Export` call: bytes in, response bytes out.
+struct Export {
+    ingest: Ingest,
+    signal: Signal,
+}
+
+impl UnaryService<Bytes> for Export {
+    type Response = Bytes;
+    type Future = BoxFuture<Response<Bytes>, Status>;
+
+    fn call(&mut self, req: Request<Bytes>) -> Self::Future {
+        let (ingest, signal) = (self.ingest.clone(), self.signal);
+        Box::pin(async move {
+            let data = decode_protobuf(signal, req.into_inner()).map_err(|e| {
+                ingest.refused(signal, 0, &e);
+                status(e)
+            })?;
+            let p = ingest.ingest(data).await.map_err(status)?;
+            let body = match signal {
+                Signal::Traces => responses::traces(p).encode_to_vec(),
+                Signal::Metrics => responses::metrics(p).encode_to_vec(),
+                Signal::Logs => responses::logs(p).encode_to_vec(),
+                Signal::Profiles => responses::profiles(p).encode_to_vec(),
+            };
+            Ok(Response::new(Bytes::from(body)))
+        })
     }
 }
 
-#[tonic::async_trait]
-impl MetricsService for Grpc {
-    async fn export(
-        &self,
-        req: Request<ExportMetricsServiceRequest>,
-    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        let p = self.run(Telemetry::Metrics(req.into_inner())).await?;
-        Ok(Response::new(responses::metrics(p)))
+impl<S, B> tower::Service<http::Request<B>> for Server<S>
+where
+    S: OtlpService,
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != S::EXPORT {
+            return Box::pin(async { Ok(Status::unimplemented("unknown method").into_http()) });
+        }
+        let export = Export {
+            ingest: self.ingest.clone(),
+            signal: S::SIGNAL,
+        };
+        let mut accept = EnabledCompressionEncodings::default();
+        accept.enable(CompressionEncoding::Gzip);
+        accept.enable(CompressionEncoding::Zstd);
+        let mut send = EnabledCompressionEncodings::default();
+        send.enable(CompressionEncoding::Gzip);
+        let max = self.max_request_size;
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(BytesCodec)
+                .apply_compression_config(accept, send)
+                .apply_max_message_size_config(Some(max), None);
+            Ok(grpc.unary(export, req).await)
+        })
     }
 }
 
-#[tonic::async_trait]
-impl LogsService for Grpc {
-    async fn export(
-        &self,
-        req: Request<ExportLogsServiceRequest>,
-    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        let p = self.run(Telemetry::Logs(req.into_inner())).await?;
-        Ok(Response::new(responses::logs(p)))
-    }
-}
-
-#[tonic::async_trait]
-impl ProfilesService for Grpc {
-    async fn export(
-        &self,
-        req: Request<ExportProfilesServiceRequest>,
-    ) -> Result<Response<ExportProfilesServiceResponse>, Status> {
-        let p = self
-            .run(Telemetry::Profiles(Box::new(req.into_inner())))
-            .await?;
-        Ok(Response::new(responses::profiles(p)))
-    }
-}
-
-/// tonic answers an over-limit message with OUT_OF_RANGE and an undecodable one with INTERNAL;
-/// OTLP clients expect RESOURCE_EXHAUSTED and INVALID_ARGUMENT (both: do not retry as is).
+/// tonic answers an over-limit message with OUT_OF_RANGE and a body it cannot decompress with
+/// INTERNAL; OTLP clients expect RESOURCE_EXHAUSTED and INVALID_ARGUMENT (both: do not retry as is).
+/// Returns whether the response is one of tonic's own refusals (handlers count theirs).
 fn client_errors_as_otlp_expects(
-    mut resp: http::Response<tonic::body::Body>,
-) -> http::Response<tonic::body::Body> {
+    resp: &mut http::Response<tonic::body::Body>,
+) -> Option<&'static str> {
     let msg = resp
         .headers()
         .get("grpc-message")
         .and_then(|m| m.to_str().ok())
         .unwrap_or("");
-    let rewrite = match resp
+    let code = match resp
         .headers()
         .get("grpc-status")
         .and_then(|v| v.to_str().ok())
     {
-        Some("11") if msg.contains("too%20large") || msg.contains("too large") => Some("8"),
-        Some("13") if msg.contains("decode") => Some("3"),
-        _ => None,
+        Some("11") if msg.contains("too%20large") || msg.contains("too large") => "8",
+        Some("13") if msg.contains("decompress") || msg.contains("decode") => "3",
+        // tonic's decompression limit; handlers never answer RESOURCE_EXHAUSTED over gRPC.
+        Some("8") => return Some("8"),
+        _ => return None,
     };
-    if let Some(code) = rewrite {
-        resp.headers_mut()
-            .insert("grpc-status", http::HeaderValue::from_static(code));
-    }
-    resp
+    resp.headers_mut()
+        .insert("grpc-status", http::HeaderValue::from_static(code));
+    Some(code)
 }
 
 /// Rewrites tonic's early errors (see above) and counts them as refused requests: tonic refuses
@@ -153,7 +213,6 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        use sluice_core::Signal;
         let path = req.uri().path();
         let signal = [
             ("TraceService", Signal::Traces),
@@ -166,14 +225,8 @@ where
         let fut = self.inner.call(req);
         let ingest = self.ingest.clone();
         Box::pin(async move {
-            let resp = client_errors_as_otlp_expects(fut.await?);
-            // Handlers only ever answer UNAVAILABLE/UNIMPLEMENTED (counted where they happen):
-            // INVALID_ARGUMENT and RESOURCE_EXHAUSTED here come from tonic's decoding.
-            let status = resp
-                .headers()
-                .get("grpc-status")
-                .and_then(|v| v.to_str().ok());
-            if let (Some(signal), Some(code @ ("3" | "8"))) = (signal, status) {
+            let mut resp = fut.await?;
+            if let (Some(signal), Some(code)) = (signal, client_errors_as_otlp_expects(&mut resp)) {
                 let err = if code == "3" {
                     IngestError::Malformed("undecodable gRPC message".into())
                 } else {
@@ -193,17 +246,12 @@ pub async fn serve(
     max_request_size: usize,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    let svc = Grpc {
-        ingest: ingest.clone(),
-    };
-    macro_rules! server {
-        ($s:ident) => {
-            $s::new(svc.clone())
-                .max_decoding_message_size(max_request_size)
-                .accept_compressed(CompressionEncoding::Gzip)
-                .accept_compressed(CompressionEncoding::Zstd)
-                .send_compressed(CompressionEncoding::Gzip)
-        };
+    fn server<S>(ingest: &Ingest, max_request_size: usize) -> Server<S> {
+        Server {
+            ingest: ingest.clone(),
+            max_request_size,
+            _service: PhantomData,
+        }
     }
     let early = ingest.clone();
     let layer = tower::layer::layer_fn(move |inner| EarlyRefusals {
@@ -213,20 +261,18 @@ pub async fn serve(
     let mut router = tonic::transport::Server::builder()
         .layer(layer)
         .add_routes(tonic::service::Routes::default());
-    use sluice_core::Signal;
     if ingest.accepts(Signal::Traces) {
-        router = router.add_service(server!(TraceServiceServer));
+        router = router.add_service(server::<TraceSvc>(&ingest, max_request_size));
     }
     if ingest.accepts(Signal::Metrics) {
-        router = router.add_service(server!(MetricsServiceServer));
+        router = router.add_service(server::<MetricsSvc>(&ingest, max_request_size));
     }
     if ingest.accepts(Signal::Logs) {
-        router = router.add_service(server!(LogsServiceServer));
+        router = router.add_service(server::<LogsSvc>(&ingest, max_request_size));
     }
     if ingest.accepts(Signal::Profiles) {
-        router = router.add_service(server!(ProfilesServiceServer));
+        router = router.add_service(server::<ProfilesSvc>(&ingest, max_request_size));
     }
-    drop(svc);
     drop(ingest);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     router

@@ -152,7 +152,7 @@ async fn decode_and_ingest(
     })?;
     let body = decompress(raw, enc, limit).map_err(refuse)?;
     let data = match format {
-        Format::Protobuf => decode_protobuf(signal, &body),
+        Format::Protobuf => decode_protobuf(signal, body),
         Format::Json => decode_json(signal, &body),
     }
     .map_err(refuse)?;

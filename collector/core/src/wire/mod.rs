@@ -1,0 +1,284 @@
+//! A schema-driven check of OTLP protobuf that allocates nothing: it walks the wire format of a
+//! traces or logs request, field by field, and accepts only what `prost` would decode without
+//! error (and whose ids have the lengths OTLP requires). Requests that pass stay encoded in
+//! [`Encoded`](crate::telemetry::Encoded) and are decoded only if a processor or exporter needs
+//! their fields; anything unusual (a decode error, a bad id, a group, deep nesting) is left to
+//! the full decoder, which then gives the definitive answer and error message.
+
+use sluice_config::Signal;
+
+/// How a field is encoded on the wire, and what its bytes must satisfy.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// int32/int64/uint32/bool/enum.
+    Varint,
+    /// fixed64/double.
+    Fixed64,
+    /// fixed32.
+    Fixed32,
+    /// bytes.
+    Bytes,
+    /// string: must be UTF-8.
+    Str,
+    /// An embedded message.
+    Msg(&'static Schema),
+}
+
+/// What a message is, beyond its fields: spans and log records are the items Sluice counts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Plain,
+    Span,
+    LogRecord,
+}
+
+struct Schema {
+    fields: &'static [(u32, Kind)],
+    role: Role,
+}
+
+use Kind::{Bytes, Fixed32, Fixed64, Msg, Str, Varint};
+
+static ANY_VALUE: Schema = Schema {
+    fields: &[
+        (1, Str),
+        (2, Varint),
+        (3, Varint),
+        (4, Fixed64),
+        (5, Msg(&ARRAY_VALUE)),
+        (6, Msg(&KEY_VALUE_LIST)),
+        (7, Bytes),
+        (8, Varint),
+    ],
+    role: Role::Plain,
+};
+static ARRAY_VALUE: Schema = Schema {
+    fields: &[(1, Msg(&ANY_VALUE))],
+    role: Role::Plain,
+};
+static KEY_VALUE_LIST: Schema = Schema {
+    fields: &[(1, Msg(&KEY_VALUE))],
+    role: Role::Plain,
+};
+static KEY_VALUE: Schema = Schema {
+    fields: &[(1, Str), (2, Msg(&ANY_VALUE)), (3, Varint)],
+    role: Role::Plain,
+};
+static SCOPE: Schema = Schema {
+    fields: &[(1, Str), (2, Str), (3, Msg(&KEY_VALUE)), (4, Varint)],
+    role: Role::Plain,
+};
+static ENTITY_REF: Schema = Schema {
+    fields: &[(1, Str), (2, Str), (3, Str), (4, Str)],
+    role: Role::Plain,
+};
+static RESOURCE: Schema = Schema {
+    fields: &[(1, Msg(&KEY_VALUE)), (2, Varint), (3, Msg(&ENTITY_REF))],
+    role: Role::Plain,
+};
+
+static TRACES_REQUEST: Schema = Schema {
+    fields: &[(1, Msg(&RESOURCE_SPANS))],
+    role: Role::Plain,
+};
+static RESOURCE_SPANS: Schema = Schema {
+    fields: &[(1, Msg(&RESOURCE)), (2, Msg(&SCOPE_SPANS)), (3, Str)],
+    role: Role::Plain,
+};
+static SCOPE_SPANS: Schema = Schema {
+    fields: &[(1, Msg(&SCOPE)), (2, Msg(&SPAN)), (3, Str)],
+    role: Role::Plain,
+};
+static SPAN: Schema = Schema {
+    fields: &[
+        (1, Bytes),
+        (2, Bytes),
+        (3, Str),
+        (4, Bytes),
+        (5, Str),
+        (6, Varint),
+        (7, Fixed64),
+        (8, Fixed64),
+        (9, Msg(&KEY_VALUE)),
+        (10, Varint),
+        (11, Msg(&EVENT)),
+        (12, Varint),
+        (13, Msg(&LINK)),
+        (14, Varint),
+        (15, Msg(&STATUS)),
+        (16, Fixed32),
+    ],
+    role: Role::Span,
+};
+static EVENT: Schema = Schema {
+    fields: &[(1, Fixed64), (2, Str), (3, Msg(&KEY_VALUE)), (4, Varint)],
+    role: Role::Plain,
+};
+static LINK: Schema = Schema {
+    fields: &[
+        (1, Bytes),
+        (2, Bytes),
+        (3, Str),
+        (4, Msg(&KEY_VALUE)),
+        (5, Varint),
+        (6, Fixed32),
+    ],
+    role: Role::Plain,
+};
+static STATUS: Schema = Schema {
+    fields: &[(2, Str), (3, Varint)],
+    role: Role::Plain,
+};
+
+static LOGS_REQUEST: Schema = Schema {
+    fields: &[(1, Msg(&RESOURCE_LOGS))],
+    role: Role::Plain,
+};
+static RESOURCE_LOGS: Schema = Schema {
+    fields: &[(1, Msg(&RESOURCE)), (2, Msg(&SCOPE_LOGS)), (3, Str)],
+    role: Role::Plain,
+};
+static SCOPE_LOGS: Schema = Schema {
+    fields: &[(1, Msg(&SCOPE)), (2, Msg(&LOG_RECORD)), (3, Str)],
+    role: Role::Plain,
+};
+static LOG_RECORD: Schema = Schema {
+    fields: &[
+        (1, Fixed64),
+        (2, Varint),
+        (3, Str),
+        (5, Msg(&ANY_VALUE)),
+        (6, Msg(&KEY_VALUE)),
+        (7, Varint),
+        (8, Fixed32),
+        (9, Bytes),
+        (10, Bytes),
+        (11, Fixed64),
+        (12, Str),
+    ],
+    role: Role::LogRecord,
+};
+
+/// Messages nested deeper than this go to the full decoder (prost's own limit is 100).
+const MAX_DEPTH: u32 = 64;
+
+/// Not decided here: the full decoder must look at this request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeedsFullDecode;
+
+/// Checks an encoded traces or logs request and counts its items (spans, log records).
+///
+/// `Ok(n)` promises that `prost` decodes `buf` and that every id has a valid length; `Err` only
+/// says "ask the full decoder". Metrics and profiles always get `Err`.
+pub fn check(signal: Signal, buf: &[u8]) -> Result<u64, NeedsFullDecode> {
+    let schema = match signal {
+        Signal::Traces => &TRACES_REQUEST,
+        Signal::Logs => &LOGS_REQUEST,
+        Signal::Metrics | Signal::Profiles => return Err(NeedsFullDecode),
+    };
+    let mut items = 0;
+    walk(buf, schema, 0, &mut items)?;
+    Ok(items)
+}
+
+/// Reads a varint as prost does: at most 10 bytes, the 10th at most 1.
+#[inline]
+fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, NeedsFullDecode> {
+    let mut value = 0u64;
+    for i in 0..10 {
+        let b = *buf.get(*pos).ok_or(NeedsFullDecode)?;
+        *pos += 1;
+        if i == 9 && b > 1 {
+            return Err(NeedsFullDecode);
+        }
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b < 0x80 {
+            return Ok(value);
+        }
+    }
+    Err(NeedsFullDecode)
+}
+
+#[inline]
+fn take<'a>(buf: &'a [u8], pos: &mut usize, len: u64) -> Result<&'a [u8], NeedsFullDecode> {
+    let len = usize::try_from(len).map_err(|_| NeedsFullDecode)?;
+    let end = pos.checked_add(len).ok_or(NeedsFullDecode)?;
+    let s = buf.get(*pos..end).ok_or(NeedsFullDecode)?;
+    *pos = end;
+    Ok(s)
+}
+
+fn walk(buf: &[u8], schema: &Schema, depth: u32, items: &mut u64) -> Result<(), NeedsFullDecode> {
+    if depth > MAX_DEPTH {
+        return Err(NeedsFullDecode);
+    }
+    // Last length seen of the id fields (proto3: the last occurrence wins).
+    let (mut trace_id, mut span_id, mut parent) = (None::<usize>, None::<usize>, None::<usize>);
+    let mut pos = 0;
+    while pos < buf.len() {
+        let key = varint(buf, &mut pos)?;
+        let key = u32::try_from(key).map_err(|_| NeedsFullDecode)?;
+        let (field, wire) = (key >> 3, key & 7);
+        if field == 0 {
+            return Err(NeedsFullDecode);
+        }
+        let kind = schema.fields.iter().find(|(n, _)| *n == field).map(|f| f.1);
+        match (kind, wire) {
+            (Some(Varint) | None, 0) => {
+                varint(buf, &mut pos)?;
+            }
+            (Some(Fixed64) | None, 1) => {
+                take(buf, &mut pos, 8)?;
+            }
+            (Some(Fixed32) | None, 5) => {
+                take(buf, &mut pos, 4)?;
+            }
+            (None, 2) => {
+                let len = varint(buf, &mut pos)?;
+                take(buf, &mut pos, len)?;
+            }
+            (Some(Bytes), 2) => {
+                let len = varint(buf, &mut pos)?;
+                let b = take(buf, &mut pos, len)?;
+                match (schema.role, field) {
+                    (Role::Span, 1) | (Role::LogRecord, 9) => trace_id = Some(b.len()),
+                    (Role::Span, 2) | (Role::LogRecord, 10) => span_id = Some(b.len()),
+                    (Role::Span, 4) => parent = Some(b.len()),
+                    _ => {}
+                }
+            }
+            (Some(Str), 2) => {
+                let len = varint(buf, &mut pos)?;
+                let s = take(buf, &mut pos, len)?;
+                if std::str::from_utf8(s).is_err() {
+                    return Err(NeedsFullDecode);
+                }
+            }
+            (Some(Msg(inner)), 2) => {
+                let len = varint(buf, &mut pos)?;
+                let m = take(buf, &mut pos, len)?;
+                walk(m, inner, depth + 1, items)?;
+            }
+            // A known field with the wrong wire type, a group, or an invalid wire type.
+            _ => return Err(NeedsFullDecode),
+        }
+    }
+    let ids_ok = match schema.role {
+        Role::Plain => return Ok(()),
+        Role::Span => {
+            trace_id == Some(16) && span_id == Some(8) && matches!(parent, None | Some(0) | Some(8))
+        }
+        Role::LogRecord => {
+            matches!(trace_id, None | Some(0) | Some(16))
+                && matches!(span_id, None | Some(0) | Some(8))
+        }
+    };
+    if !ids_ok {
+        return Err(NeedsFullDecode);
+    }
+    *items += 1;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -62,7 +62,7 @@ class Sluice:
         self.proc = None
         self.log_path = self.dir / "sluice.log"
 
-    def default_config(self, batch_timeout="100ms", batch_items=8192, exporter=None, receiver_extra="", service_extra="", processors=None):
+    def default_config(self, batch_timeout="100ms", batch_items=8192, exporter=None, receiver_extra="", service_extra="", processors=None, batch_bytes="3MiB"):
         exporter = exporter or f'type = "file"\npath = "{self.data}"'
         processors = processors if processors is not None else ["batch"]
         return f"""
@@ -81,6 +81,7 @@ http = "127.0.0.1:{self.http}"
 type = "batch"
 timeout = "{batch_timeout}"
 max_items = {batch_items}
+max_bytes = "{batch_bytes}"
 
 [exporters.out]
 {exporter}

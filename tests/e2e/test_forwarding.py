@@ -45,3 +45,37 @@ compression = "{compression}"
     assert sidecar.metric("sluice_exporter_sent_items_total", signal="traces") == 300
     assert gateway.metric("sluice_receiver_accepted_items_total", signal="traces") == 300
     assert gateway.metric("sluice_receiver_accepted_items_total", signal="logs") == 77
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+@pytest.mark.parametrize("batch_bytes,fits", [("48KiB", True), ("1MiB", False)])
+def test_batches_are_sized_for_the_next_hops_limit(make_sluice, protocol, batch_bytes, fits):
+    """Batches are cut by `max_bytes`, so a gateway with a 64 KiB request limit takes everything a
+    sidecar batches for 1 s; the control run (1 MiB batches) shows the gateway refusing what is larger."""
+    gateway = make_sluice("gateway")
+    gateway.start(gateway.default_config(receiver_extra='max_request_size = "64KiB"'))
+    sidecar = make_sluice("sidecar")
+    port = gateway.grpc if protocol == "grpc" else gateway.http
+    sidecar.start(sidecar.default_config(batch_timeout="1s", batch_bytes=batch_bytes, exporter=f"""type = "otlp"
+endpoint = "http://127.0.0.1:{port}"
+protocol = "{protocol}"
+compression = "none"
+retry = {{ max_elapsed = "2s" }}
+"""))
+    span_exp, _, _ = exporters("http", sidecar)
+    tp = TracerProvider(resource=Resource.create({"service.name": "sized"}))
+    # Small client requests (about 9 KB each), so only the sidecar's batching makes them large.
+    tp.add_span_processor(BatchSpanProcessor(span_exp, max_export_batch_size=50))
+    tracer = tp.get_tracer("sized")
+    for i in range(2000):
+        with tracer.start_as_current_span(f"op-{i}") as s:
+            s.set_attribute("payload", "x" * 100)
+    tp.shutdown()
+    if fits:
+        spans = wait_for(lambda: (s := spans_of(gateway.output("traces"))) and len(s) >= 2000 and s, what="2000 spans at the gateway")
+        assert len(spans) == 2000
+        assert sidecar.metric("sluice_exporter_sent_items_total", signal="traces") == 2000
+        assert gateway.metric("sluice_receiver_refused_requests_total") == 0
+    else:
+        wait_for(lambda: sidecar.metric("sluice_exporter_failed_items_total", signal="traces") > 0, what="a refused batch")
+        assert gateway.metric("sluice_receiver_refused_requests_total", reason="too_large") > 0

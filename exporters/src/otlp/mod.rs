@@ -104,6 +104,10 @@ fn grpc_error(s: tonic::Status) -> ExportError {
     use tonic::Code;
     let msg = format!("gRPC {:?}: {}", s.code(), s.message());
     match s.code() {
+        // A message over the server's size limit will not fit on a retry either.
+        Code::ResourceExhausted if s.message().contains("too large") => {
+            ExportError::permanent(format!("{msg} (lower the batch processor's max_bytes)"))
+        }
         Code::Unavailable | Code::ResourceExhausted => ExportError::throttled(msg),
         Code::DeadlineExceeded
         | Code::Aborted
@@ -238,6 +242,9 @@ impl Exporter for OtlpExporter {
                         text.chars().take(512).collect::<String>()
                     );
                     let mut err = match status.as_u16() {
+                        413 => ExportError::permanent(format!(
+                            "{message} (lower the batch processor's max_bytes)"
+                        )),
                         429 | 503 => ExportError::throttled(message),
                         502 | 504 => ExportError::retryable(message),
                         _ => ExportError::permanent(message),

@@ -1,4 +1,4 @@
-//! The batch processor: merges requests of one signal until `max_items` or `timeout`.
+//! The batch processor: merges requests of one signal until `max_items`, `max_bytes` or `timeout`.
 //!
 //! It is a state machine driven by the pipeline task (which owns the clock), so it needs no task
 //! or lock of its own and is trivially testable.
@@ -11,12 +11,14 @@ use tokio::time::Instant;
 struct Buffer {
     data: Telemetry,
     items: u64,
+    bytes: usize,
     deadline: Instant,
 }
 
 /// Per-signal buffers of one pipeline.
 pub struct Batcher {
     max_items: u64,
+    max_bytes: usize,
     timeout: Duration,
     buffers: [Option<Buffer>; 4],
 }
@@ -26,42 +28,55 @@ impl Batcher {
     pub fn new(cfg: &BatchConfig) -> Self {
         Self {
             max_items: cfg.max_items as u64,
+            max_bytes: cfg.max_bytes.as_usize().max(1),
             timeout: cfg.timeout.0,
             buffers: [None, None, None, None],
         }
     }
 
-    /// Adds a request; returns the batches that became full. Profiles pass straight through,
-    /// since their samples index into a per-request dictionary.
+    /// Adds a request; returns the batches that became full. A request that would take the batch
+    /// past `max_bytes` flushes the batch first; one that is larger on its own goes out alone.
+    /// Profiles pass straight through, since their samples index into a per-request dictionary.
     pub fn push(&mut self, data: Telemetry, items: u64, now: Instant) -> Vec<(Telemetry, u64)> {
         let signal = data.signal();
         if signal == Signal::Profiles {
             return vec![(data, items)];
         }
+        let bytes = data.encoded_len();
         let slot = &mut self.buffers[signal.index()];
+        let mut out = Vec::new();
+        if slot
+            .as_ref()
+            .is_some_and(|buf| buf.bytes + bytes > self.max_bytes)
+        {
+            out.extend(slot.take().map(|b| (b.data, b.items)));
+        }
         match slot {
             None => {
                 *slot = Some(Buffer {
                     data,
                     items,
+                    bytes,
                     deadline: now + self.timeout,
                 });
             }
             Some(buf) => {
                 if let Err(other) = buf.data.try_merge(data) {
                     // Cannot happen for traces, metrics and logs; pass it through rather than lose it.
-                    return vec![(other, items)];
+                    out.push((other, items));
+                    return out;
                 }
                 buf.items += items;
+                buf.bytes += bytes;
             }
         }
-        match slot {
-            Some(buf) if buf.items >= self.max_items => slot
-                .take()
-                .map(|b| vec![(b.data, b.items)])
-                .unwrap_or_default(),
-            _ => Vec::new(),
+        if slot
+            .as_ref()
+            .is_some_and(|buf| buf.items >= self.max_items || buf.bytes >= self.max_bytes)
+        {
+            out.extend(slot.take().map(|b| (b.data, b.items)));
         }
+        out
     }
 
     /// Earliest time a buffer must be flushed, if any is non-empty.

@@ -1,7 +1,7 @@
 use super::*;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use sluice_config::HumanDuration;
+use sluice_config::{ByteSize, HumanDuration};
 
 fn spans(n: usize) -> Telemetry {
     Telemetry::Traces(ExportTraceServiceRequest {
@@ -18,8 +18,72 @@ fn spans(n: usize) -> Telemetry {
 fn batcher(max: usize) -> Batcher {
     Batcher::new(&BatchConfig {
         max_items: max,
+        max_bytes: ByteSize::mib(3),
         timeout: HumanDuration::from_millis(100),
     })
+}
+
+fn sized_span(name_len: usize) -> Span {
+    Span {
+        trace_id: vec![1; 16],
+        span_id: vec![2; 8],
+        name: "x".repeat(name_len),
+        ..Default::default()
+    }
+}
+
+fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+#[test]
+fn batches_stay_under_max_bytes_for_decoded_and_encoded_requests() {
+    use prost::Message;
+    let limit = 10_000;
+    let mut b = Batcher::new(&BatchConfig {
+        max_items: 1_000_000,
+        max_bytes: ByteSize(limit),
+        timeout: HumanDuration::from_millis(100),
+    });
+    let now = Instant::now();
+    let mut out = Vec::new();
+    let mut pushed = 0;
+    for i in 0..40 {
+        // ~1,000-byte requests; every other one still encoded, as the receiver hands them over.
+        let r = request(vec![sized_span(300); 3]);
+        pushed += 3;
+        let data = if i % 2 == 0 {
+            let body = bytes::Bytes::from(r.encode_to_vec());
+            Telemetry::Encoded(sluice_core::Encoded::check(Signal::Traces, body).unwrap())
+        } else {
+            Telemetry::Traces(r)
+        };
+        out.extend(b.push(data, 3, now));
+    }
+    out.extend(b.flush_all());
+    assert!(out.len() >= 4, "{} batches", out.len());
+    for (data, items) in &out {
+        assert!(
+            data.encoded_len() as u64 <= limit,
+            "{} bytes",
+            data.encoded_len()
+        );
+        assert_eq!(data.item_count(), *items);
+    }
+    assert_eq!(out.iter().map(|o| o.1).sum::<u64>(), pushed);
+    // A request larger than the limit on its own goes out alone, whole.
+    let big = Telemetry::Traces(request(vec![sized_span(20_000)]));
+    let out = b.push(big, 1, now);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].1, 1);
 }
 
 #[test]

@@ -66,7 +66,11 @@ fn span(i: u8) -> Span {
     Span {
         trace_id: vec![i; 16],
         span_id: vec![i; 8],
-        parent_span_id: if i.is_multiple_of(2) { vec![] } else { vec![9; 8] },
+        parent_span_id: if i.is_multiple_of(2) {
+            vec![]
+        } else {
+            vec![9; 8]
+        },
         trace_state: "ot=th:8".into(),
         flags: 1,
         name: format!("span-{i}"),
@@ -141,8 +145,16 @@ fn logs(n: u8) -> ExportLogsServiceRequest {
                         attributes: attrs(),
                         dropped_attributes_count: 0,
                         flags: 1,
-                        trace_id: if i.is_multiple_of(2) { vec![] } else { vec![i; 16] },
-                        span_id: if i.is_multiple_of(2) { vec![] } else { vec![i; 8] },
+                        trace_id: if i.is_multiple_of(2) {
+                            vec![]
+                        } else {
+                            vec![i; 16]
+                        },
+                        span_id: if i.is_multiple_of(2) {
+                            vec![]
+                        } else {
+                            vec![i; 8]
+                        },
                         event_name: "e".into(),
                     })
                     .collect(),

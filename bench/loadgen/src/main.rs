@@ -14,13 +14,8 @@ use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsSe
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{
-    span, status, ResourceSpans, ScopeSpans, Span, Status,
-};
 use prost::Message;
+use sluice_loadgen::{logs, traces, Rng, Shape};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -76,101 +71,15 @@ struct Args {
     duration: Duration,
 }
 
-fn kv(k: &str, v: String) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v)),
-        }),
-        ..Default::default()
-    }
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| (self.next() & 0xff) as u8).collect()
-    }
-}
-
-fn traces(a: &Args, rng: &mut Rng, k: usize) -> ExportTraceServiceRequest {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let value = "v".repeat(a.attribute_size);
-    let spans = (0..a.spans_per_request)
-        .map(|i| Span {
-            trace_id: rng.bytes(16),
-            span_id: rng.bytes(8),
-            name: format!("GET /api/v1/items/{}", i % 20),
-            kind: span::SpanKind::Server as i32,
-            start_time_unix_nano: now + i as u64,
-            end_time_unix_nano: now + i as u64 + 1_000_000,
-            attributes: (0..a.attributes)
-                .map(|j| kv(&format!("attr.{j}"), value.clone()))
-                .collect(),
-            status: (rng.next() % 10_000 < (a.error_ratio * 10_000.0) as u64).then(|| Status {
-                code: status::StatusCode::Error as i32,
-                message: "boom".into(),
-            }),
-            ..Default::default()
-        })
-        .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", format!("svc-{}", k % a.services.max(1)))],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-}
-
-fn logs(a: &Args, rng: &mut Rng, k: usize) -> ExportLogsServiceRequest {
-    let value = "v".repeat(a.attribute_size);
-    let records = (0..a.spans_per_request)
-        .map(|i| LogRecord {
-            time_unix_nano: i as u64,
-            trace_id: rng.bytes(16),
-            span_id: rng.bytes(8),
-            severity_number: 9,
-            severity_text: "INFO".into(),
-            body: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(format!(
-                    "request {i} handled"
-                ))),
-            }),
-            attributes: (0..a.attributes)
-                .map(|j| kv(&format!("attr.{j}"), value.clone()))
-                .collect(),
-            ..Default::default()
-        })
-        .collect();
-    ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", format!("svc-{}", k % a.services.max(1)))],
-                ..Default::default()
-            }),
-            scope_logs: vec![ScopeLogs {
-                log_records: records,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
+impl Args {
+    fn shape(&self) -> Shape {
+        Shape {
+            spans_per_request: self.spans_per_request,
+            attributes: self.attributes,
+            attribute_size: self.attribute_size,
+            services: self.services,
+            error_ratio: self.error_ratio,
+        }
     }
 }
 
@@ -201,8 +110,9 @@ struct Totals {
 async fn main() -> Result<()> {
     let a = Arc::new(Args::parse());
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let shape = a.shape();
     let pool: Vec<(ExportTraceServiceRequest, ExportLogsServiceRequest)> = (0..16)
-        .map(|k| (traces(&a, &mut rng, k), logs(&a, &mut rng, k)))
+        .map(|k| (traces(&shape, &mut rng, k), logs(&shape, &mut rng, k)))
         .collect();
     let bodies: Arc<Vec<bytes::Bytes>> = Arc::new(
         pool.iter()

@@ -50,7 +50,7 @@ pub struct Rng(pub u64);
 
 impl Rng {
     /// Next value.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -58,7 +58,7 @@ impl Rng {
     }
     /// `n` random bytes.
     pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| (self.next() & 0xff) as u8).collect()
+        (0..n).map(|_| (self.next_u64() & 0xff) as u8).collect()
     }
 }
 
@@ -91,7 +91,7 @@ pub fn traces(a: &Shape, rng: &mut Rng, k: usize) -> ExportTraceServiceRequest {
             attributes: (0..a.attributes)
                 .map(|j| kv(&format!("attr.{j}"), value.clone()))
                 .collect(),
-            status: (rng.next() % 10_000 < (a.error_ratio * 10_000.0) as u64).then(|| Status {
+            status: (rng.next_u64() % 10_000 < (a.error_ratio * 10_000.0) as u64).then(|| Status {
                 code: status::StatusCode::Error as i32,
                 message: "boom".into(),
             }),

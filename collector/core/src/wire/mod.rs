@@ -32,15 +32,30 @@ enum Role {
     LogRecord,
 }
 
+/// Highest field number in the schemas below, plus one.
+const FIELDS: usize = 17;
+
 struct Schema {
-    fields: &'static [(u32, Kind)],
+    /// The kind of each known field, indexed by field number.
+    fields: [Option<Kind>; FIELDS],
     role: Role,
+}
+
+/// Builds a field table from `(number, kind)` pairs.
+const fn table<const N: usize>(pairs: [(u32, Kind); N]) -> [Option<Kind>; FIELDS] {
+    let mut t = [None; FIELDS];
+    let mut i = 0;
+    while i < N {
+        t[pairs[i].0 as usize] = Some(pairs[i].1);
+        i += 1;
+    }
+    t
 }
 
 use Kind::{Bytes, Fixed32, Fixed64, Msg, Str, Varint};
 
 static ANY_VALUE: Schema = Schema {
-    fields: &[
+    fields: table([
         (1, Str),
         (2, Varint),
         (3, Varint),
@@ -49,48 +64,48 @@ static ANY_VALUE: Schema = Schema {
         (6, Msg(&KEY_VALUE_LIST)),
         (7, Bytes),
         (8, Varint),
-    ],
+    ]),
     role: Role::Plain,
 };
 static ARRAY_VALUE: Schema = Schema {
-    fields: &[(1, Msg(&ANY_VALUE))],
+    fields: table([(1, Msg(&ANY_VALUE))]),
     role: Role::Plain,
 };
 static KEY_VALUE_LIST: Schema = Schema {
-    fields: &[(1, Msg(&KEY_VALUE))],
+    fields: table([(1, Msg(&KEY_VALUE))]),
     role: Role::Plain,
 };
 static KEY_VALUE: Schema = Schema {
-    fields: &[(1, Str), (2, Msg(&ANY_VALUE)), (3, Varint)],
+    fields: table([(1, Str), (2, Msg(&ANY_VALUE)), (3, Varint)]),
     role: Role::Plain,
 };
 static SCOPE: Schema = Schema {
-    fields: &[(1, Str), (2, Str), (3, Msg(&KEY_VALUE)), (4, Varint)],
+    fields: table([(1, Str), (2, Str), (3, Msg(&KEY_VALUE)), (4, Varint)]),
     role: Role::Plain,
 };
 static ENTITY_REF: Schema = Schema {
-    fields: &[(1, Str), (2, Str), (3, Str), (4, Str)],
+    fields: table([(1, Str), (2, Str), (3, Str), (4, Str)]),
     role: Role::Plain,
 };
 static RESOURCE: Schema = Schema {
-    fields: &[(1, Msg(&KEY_VALUE)), (2, Varint), (3, Msg(&ENTITY_REF))],
+    fields: table([(1, Msg(&KEY_VALUE)), (2, Varint), (3, Msg(&ENTITY_REF))]),
     role: Role::Plain,
 };
 
 static TRACES_REQUEST: Schema = Schema {
-    fields: &[(1, Msg(&RESOURCE_SPANS))],
+    fields: table([(1, Msg(&RESOURCE_SPANS))]),
     role: Role::Plain,
 };
 static RESOURCE_SPANS: Schema = Schema {
-    fields: &[(1, Msg(&RESOURCE)), (2, Msg(&SCOPE_SPANS)), (3, Str)],
+    fields: table([(1, Msg(&RESOURCE)), (2, Msg(&SCOPE_SPANS)), (3, Str)]),
     role: Role::Plain,
 };
 static SCOPE_SPANS: Schema = Schema {
-    fields: &[(1, Msg(&SCOPE)), (2, Msg(&SPAN)), (3, Str)],
+    fields: table([(1, Msg(&SCOPE)), (2, Msg(&SPAN)), (3, Str)]),
     role: Role::Plain,
 };
 static SPAN: Schema = Schema {
-    fields: &[
+    fields: table([
         (1, Bytes),
         (2, Bytes),
         (3, Str),
@@ -107,43 +122,43 @@ static SPAN: Schema = Schema {
         (14, Varint),
         (15, Msg(&STATUS)),
         (16, Fixed32),
-    ],
+    ]),
     role: Role::Span,
 };
 static EVENT: Schema = Schema {
-    fields: &[(1, Fixed64), (2, Str), (3, Msg(&KEY_VALUE)), (4, Varint)],
+    fields: table([(1, Fixed64), (2, Str), (3, Msg(&KEY_VALUE)), (4, Varint)]),
     role: Role::Plain,
 };
 static LINK: Schema = Schema {
-    fields: &[
+    fields: table([
         (1, Bytes),
         (2, Bytes),
         (3, Str),
         (4, Msg(&KEY_VALUE)),
         (5, Varint),
         (6, Fixed32),
-    ],
+    ]),
     role: Role::Plain,
 };
 static STATUS: Schema = Schema {
-    fields: &[(2, Str), (3, Varint)],
+    fields: table([(2, Str), (3, Varint)]),
     role: Role::Plain,
 };
 
 static LOGS_REQUEST: Schema = Schema {
-    fields: &[(1, Msg(&RESOURCE_LOGS))],
+    fields: table([(1, Msg(&RESOURCE_LOGS))]),
     role: Role::Plain,
 };
 static RESOURCE_LOGS: Schema = Schema {
-    fields: &[(1, Msg(&RESOURCE)), (2, Msg(&SCOPE_LOGS)), (3, Str)],
+    fields: table([(1, Msg(&RESOURCE)), (2, Msg(&SCOPE_LOGS)), (3, Str)]),
     role: Role::Plain,
 };
 static SCOPE_LOGS: Schema = Schema {
-    fields: &[(1, Msg(&SCOPE)), (2, Msg(&LOG_RECORD)), (3, Str)],
+    fields: table([(1, Msg(&SCOPE)), (2, Msg(&LOG_RECORD)), (3, Str)]),
     role: Role::Plain,
 };
 static LOG_RECORD: Schema = Schema {
-    fields: &[
+    fields: table([
         (1, Fixed64),
         (2, Varint),
         (3, Str),
@@ -155,7 +170,7 @@ static LOG_RECORD: Schema = Schema {
         (10, Bytes),
         (11, Fixed64),
         (12, Str),
-    ],
+    ]),
     role: Role::LogRecord,
 };
 
@@ -182,8 +197,20 @@ pub fn check(signal: Signal, buf: &[u8]) -> Result<u64, NeedsFullDecode> {
 }
 
 /// Reads a varint as prost does: at most 10 bytes, the 10th at most 1.
-#[inline]
+#[inline(always)]
 fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, NeedsFullDecode> {
+    // Tags and short lengths fit in one byte.
+    if let Some(&b) = buf.get(*pos) {
+        if b < 0x80 {
+            *pos += 1;
+            return Ok(u64::from(b));
+        }
+    }
+    varint_slow(buf, pos)
+}
+
+#[inline(never)]
+fn varint_slow(buf: &[u8], pos: &mut usize) -> Result<u64, NeedsFullDecode> {
     let mut value = 0u64;
     for i in 0..10 {
         let b = *buf.get(*pos).ok_or(NeedsFullDecode)?;
@@ -199,7 +226,7 @@ fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, NeedsFullDecode> {
     Err(NeedsFullDecode)
 }
 
-#[inline]
+#[inline(always)]
 fn take<'a>(buf: &'a [u8], pos: &mut usize, len: u64) -> Result<&'a [u8], NeedsFullDecode> {
     let len = usize::try_from(len).map_err(|_| NeedsFullDecode)?;
     let end = pos.checked_add(len).ok_or(NeedsFullDecode)?;
@@ -222,7 +249,7 @@ fn walk(buf: &[u8], schema: &Schema, depth: u32, items: &mut u64) -> Result<(), 
         if field == 0 {
             return Err(NeedsFullDecode);
         }
-        let kind = schema.fields.iter().find(|(n, _)| *n == field).map(|f| f.1);
+        let kind = schema.fields.get(field as usize).copied().flatten();
         match (kind, wire) {
             (Some(Varint) | None, 0) => {
                 varint(buf, &mut pos)?;

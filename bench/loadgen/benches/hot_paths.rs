@@ -7,7 +7,8 @@
 //!   sizing a decoded request for `max_bytes` costs;
 //! - `forward_encode`: the bytes an OTLP exporter sends for a batch (encoded: concatenation;
 //!   decoded: re-encode);
-//! - `clickhouse_rows`: decode + row building for the ClickHouse exporter.
+//! - `clickhouse_insert`: the ClickHouse exporter's client side for a 4,000-span batch (decode, rows,
+//!   RowBinary, LZ4, HTTP) against an HTTP server that accepts anything.
 //!
 //! `cargo bench -p sluice-loadgen --bench hot_paths`
 
@@ -118,17 +119,43 @@ fn forward_encode(c: &mut Criterion) {
     g.finish();
 }
 
-fn clickhouse_rows(c: &mut Criterion) {
-    let mut g = c.benchmark_group("clickhouse_rows");
-    let batch = merged(true);
+/// An HTTP server that answers 200 to everything after reading the body: the ClickHouse
+/// exporter's whole client side (rows, RowBinary, LZ4, HTTP) runs against it.
+async fn null_http_server() -> std::net::SocketAddr {
+    let app = axum::Router::new().fallback(|body: axum::body::Bytes| async move {
+        black_box(body.len());
+        ""
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+fn clickhouse_insert(c: &mut Criterion) {
+    use sluice_core::Exporter;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = rt.block_on(null_http_server());
+    let cfg: sluice_config::ClickhouseExporterConfig =
+        toml::from_str(&format!("endpoint = \"http://{addr}\"")).unwrap();
+    let exporter = sluice_exporters::ClickhouseExporter::new(&cfg);
+    let mut g = c.benchmark_group("clickhouse_insert");
     g.throughput(Throughput::Elements(40 * 100));
-    g.bench_function("attrs10-4000/decode+span_rows", |bench| {
-        bench.iter(|| {
-            let Telemetry::Traces(r) = black_box(&batch).decoded().unwrap().into_owned() else {
-                unreachable!()
-            };
-            sluice_exporters::clickhouse::rows::span_rows(&r).len()
+    let encoded = merged(true);
+    g.bench_function("attrs10-4000/decode+rows+rowbinary+lz4+http", |bench| {
+        bench.to_async(&rt).iter(|| async {
+            let batch = encoded.decoded().unwrap().into_owned();
+            exporter.export(&batch).await.unwrap();
         })
+    });
+    let decoded = merged(false);
+    g.bench_function("attrs10-4000/rows+rowbinary+lz4+http", |bench| {
+        bench
+            .to_async(&rt)
+            .iter(|| async { exporter.export(&decoded).await.unwrap() })
     });
     g.finish();
 }
@@ -138,6 +165,6 @@ criterion_group!(
     otlp_decode,
     batching,
     forward_encode,
-    clickhouse_rows
+    clickhouse_insert
 );
 criterion_main!(benches);

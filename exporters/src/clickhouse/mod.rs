@@ -117,6 +117,30 @@ impl ClickhouseExporter {
         Ok(())
     }
 
+    /// Streams rows that borrow from the batch into one `INSERT` (nothing is built up front).
+    async fn insert_iter<'r, T, I>(&self, table: &str, rows: I) -> Result<(), ExportError>
+    where
+        T: Row + RowWrite,
+        I: Iterator<Item = T::Value<'r>> + Send,
+        T::Value<'r>: Send,
+    {
+        let mut rows = rows.peekable();
+        if rows.peek().is_none() {
+            return Ok(());
+        }
+        let timeout = Some(self.cfg.timeout.0);
+        let mut insert = self
+            .client
+            .insert::<T>(table)
+            .await
+            .map_err(classify)?
+            .with_timeouts(timeout, timeout);
+        for row in rows {
+            insert.write(&row).await.map_err(classify)?;
+        }
+        insert.end().await.map_err(classify)
+    }
+
     async fn insert<T>(&self, table: &str, rows: &[T]) -> Result<(), ExportError>
     where
         T: Row + RowOwned + RowWrite + Serialize + for<'a> Row<Value<'a> = T>,
@@ -144,8 +168,14 @@ impl Exporter for ClickhouseExporter {
             self.ensure_schema().await?;
             let t = &self.cfg.tables;
             let result = match batch {
-                Telemetry::Traces(r) => self.insert(&t.traces, &rows::span_rows(r)).await,
-                Telemetry::Logs(r) => self.insert(&t.logs, &rows::log_rows(r)).await,
+                Telemetry::Traces(r) => {
+                    self.insert_iter::<rows::SpanRow<'static>, _>(&t.traces, rows::span_rows(r))
+                        .await
+                }
+                Telemetry::Logs(r) => {
+                    self.insert_iter::<rows::LogRow<'static>, _>(&t.logs, rows::log_rows(r))
+                        .await
+                }
                 Telemetry::Profiles(r) => self.insert(&t.profiles, &rows::profile_rows(r)).await,
                 Telemetry::Metrics(r) => {
                     let m = rows::metric_rows(r);

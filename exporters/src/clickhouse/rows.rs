@@ -15,6 +15,8 @@ use opentelemetry_proto::tonic::metrics::v1::{
     exemplar, metric::Data, number_data_point, Exemplar,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+use serde::ser::{SerializeSeq, Serializer};
 use serde::Serialize;
 use std::hash::{Hash, Hasher};
 
@@ -108,147 +110,216 @@ pub fn status_code(c: i32) -> &'static str {
     }
 }
 
-/// A row of `otel_traces`.
-#[derive(Row, Serialize)]
-#[allow(non_snake_case)]
-pub struct SpanRow {
-    pub Timestamp: i64,
-    pub TraceId: String,
-    pub SpanId: String,
-    pub ParentSpanId: String,
-    pub TraceState: String,
-    pub SpanName: String,
-    pub SpanKind: &'static str,
-    pub ServiceName: String,
-    pub ResourceAttributes: Attrs,
-    pub ScopeName: String,
-    pub ScopeVersion: String,
-    pub SpanAttributes: Attrs,
-    pub Duration: u64,
-    pub StatusCode: &'static str,
-    pub StatusMessage: String,
-    #[serde(rename = "Events.Timestamp")]
-    pub events_timestamp: Vec<i64>,
-    #[serde(rename = "Events.Name")]
-    pub events_name: Vec<String>,
-    #[serde(rename = "Events.Attributes")]
-    pub events_attributes: Vec<Attrs>,
-    #[serde(rename = "Links.TraceId")]
-    pub links_trace_id: Vec<String>,
-    #[serde(rename = "Links.SpanId")]
-    pub links_span_id: Vec<String>,
-    #[serde(rename = "Links.TraceState")]
-    pub links_trace_state: Vec<String>,
-    #[serde(rename = "Links.Attributes")]
-    pub links_attributes: Vec<Attrs>,
+/// An OTLP attribute list written as `Map(LowCardinality(String), String)` straight from the
+/// request: keys and string values are borrowed, only non-string values are rendered.
+pub struct AttrMap<'a>(pub &'a [KeyValue]);
+
+impl Serialize for AttrMap<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for kv in self.0 {
+            seq.serialize_element(&(kv.key.as_str(), ValueStr(kv.value.as_ref())))?;
+        }
+        seq.end()
+    }
 }
 
-/// Spans → rows.
-pub fn span_rows(req: &ExportTraceServiceRequest) -> Vec<SpanRow> {
-    let mut rows = Vec::new();
-    for rs in &req.resource_spans {
-        let res_attrs = rs
-            .resource
-            .as_ref()
-            .map(|r| attrs(&r.attributes))
-            .unwrap_or_default();
-        let service = service_name(rs.resource.as_ref());
-        for ss in &rs.scope_spans {
-            let (scope_name, scope_version, _) = scope_parts(ss.scope.as_ref());
-            for s in &ss.spans {
-                let status = s.status.as_ref();
-                rows.push(SpanRow {
-                    Timestamp: nanos(s.start_time_unix_nano),
-                    TraceId: hex(&s.trace_id),
-                    SpanId: hex(&s.span_id),
-                    ParentSpanId: hex(&s.parent_span_id),
-                    TraceState: s.trace_state.clone(),
-                    SpanName: s.name.clone(),
-                    SpanKind: span_kind(s.kind),
-                    ServiceName: service.clone(),
-                    ResourceAttributes: res_attrs.clone(),
-                    ScopeName: scope_name.clone(),
-                    ScopeVersion: scope_version.clone(),
-                    SpanAttributes: attrs(&s.attributes),
-                    Duration: s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano),
-                    StatusCode: status_code(status.map_or(0, |st| st.code)),
-                    StatusMessage: status.map(|st| st.message.clone()).unwrap_or_default(),
-                    events_timestamp: s.events.iter().map(|e| nanos(e.time_unix_nano)).collect(),
-                    events_name: s.events.iter().map(|e| e.name.clone()).collect(),
-                    events_attributes: s.events.iter().map(|e| attrs(&e.attributes)).collect(),
-                    links_trace_id: s.links.iter().map(|l| hex(&l.trace_id)).collect(),
-                    links_span_id: s.links.iter().map(|l| hex(&l.span_id)).collect(),
-                    links_trace_state: s.links.iter().map(|l| l.trace_state.clone()).collect(),
-                    links_attributes: s.links.iter().map(|l| attrs(&l.attributes)).collect(),
-                });
-            }
+/// An attribute value as the collector renders it, borrowed when it is a string.
+pub struct ValueStr<'a>(pub Option<&'a AnyValue>);
+
+impl Serialize for ValueStr<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.and_then(|v| v.value.as_ref()) {
+            Some(Value::StringValue(v)) => s.serialize_str(v),
+            None => s.serialize_str(""),
+            Some(_) => s.serialize_str(&value_string(self.0)),
         }
     }
-    rows
 }
 
-/// A row of `otel_logs`.
+/// An id written as lowercase hex without a heap allocation.
+pub struct Hex<'a>(pub &'a [u8]);
+
+impl Serialize for Hex<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut buf = [0u8; 64];
+        match buf.get_mut(..self.0.len() * 2) {
+            Some(out) => match const_hex::encode_to_slice(self.0, out)
+                .ok()
+                .and_then(|()| std::str::from_utf8(out).ok())
+            {
+                Some(h) => s.serialize_str(h),
+                None => s.serialize_str(&hex(self.0)),
+            },
+            None => s.serialize_str(&hex(self.0)),
+        }
+    }
+}
+
+/// A `Nested` column of a span (one array per sub-column), serialized from the OTLP list.
+macro_rules! nested_column {
+    ($name:ident, $item:ty, |$x:ident| $value:expr) => {
+        /// One sub-column of a `Nested` column, straight from the OTLP list.
+        pub struct $name<'a>(pub &'a [$item]);
+        impl Serialize for $name<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut seq = s.serialize_seq(Some(self.0.len()))?;
+                for $x in self.0 {
+                    seq.serialize_element(&$value)?;
+                }
+                seq.end()
+            }
+        }
+    };
+}
+nested_column!(EventTimes, Event, |e| nanos(e.time_unix_nano));
+nested_column!(EventNames, Event, |e| e.name.as_str());
+nested_column!(EventAttrs, Event, |e| AttrMap(&e.attributes));
+nested_column!(LinkTraceIds, Link, |l| Hex(&l.trace_id));
+nested_column!(LinkSpanIds, Link, |l| Hex(&l.span_id));
+nested_column!(LinkStates, Link, |l| l.trace_state.as_str());
+nested_column!(LinkAttrs, Link, |l| AttrMap(&l.attributes));
+
+fn service_value(resource: Option<&Resource>) -> ValueStr<'_> {
+    ValueStr(
+        resource
+            .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
+            .and_then(|kv| kv.value.as_ref()),
+    )
+}
+
+fn resource_attrs(resource: Option<&Resource>) -> AttrMap<'_> {
+    AttrMap(resource.map_or(&[][..], |r| &r.attributes[..]))
+}
+
+/// A row of `otel_traces`, borrowing from the request: building one allocates nothing.
 #[derive(Row, Serialize)]
 #[allow(non_snake_case)]
-pub struct LogRow {
+pub struct SpanRow<'a> {
     pub Timestamp: i64,
-    pub TraceId: String,
-    pub SpanId: String,
-    pub TraceFlags: u8,
-    pub SeverityText: String,
-    pub SeverityNumber: u8,
-    pub ServiceName: String,
-    pub Body: String,
-    pub ResourceSchemaUrl: String,
-    pub ResourceAttributes: Attrs,
-    pub ScopeSchemaUrl: String,
-    pub ScopeName: String,
-    pub ScopeVersion: String,
-    pub ScopeAttributes: Attrs,
-    pub LogAttributes: Attrs,
-    pub EventName: String,
+    pub TraceId: Hex<'a>,
+    pub SpanId: Hex<'a>,
+    pub ParentSpanId: Hex<'a>,
+    pub TraceState: &'a str,
+    pub SpanName: &'a str,
+    pub SpanKind: &'static str,
+    pub ServiceName: ValueStr<'a>,
+    pub ResourceAttributes: AttrMap<'a>,
+    pub ScopeName: &'a str,
+    pub ScopeVersion: &'a str,
+    pub SpanAttributes: AttrMap<'a>,
+    pub Duration: u64,
+    pub StatusCode: &'static str,
+    pub StatusMessage: &'a str,
+    #[serde(rename = "Events.Timestamp")]
+    pub events_timestamp: EventTimes<'a>,
+    #[serde(rename = "Events.Name")]
+    pub events_name: EventNames<'a>,
+    #[serde(rename = "Events.Attributes")]
+    pub events_attributes: EventAttrs<'a>,
+    #[serde(rename = "Links.TraceId")]
+    pub links_trace_id: LinkTraceIds<'a>,
+    #[serde(rename = "Links.SpanId")]
+    pub links_span_id: LinkSpanIds<'a>,
+    #[serde(rename = "Links.TraceState")]
+    pub links_trace_state: LinkStates<'a>,
+    #[serde(rename = "Links.Attributes")]
+    pub links_attributes: LinkAttrs<'a>,
 }
 
-/// Log records → rows. A record without a timestamp takes its observed time, as the collector does.
-pub fn log_rows(req: &ExportLogsServiceRequest) -> Vec<LogRow> {
-    let mut rows = Vec::new();
-    for rl in &req.resource_logs {
-        let res_attrs = rl
-            .resource
-            .as_ref()
-            .map(|r| attrs(&r.attributes))
-            .unwrap_or_default();
-        let service = service_name(rl.resource.as_ref());
-        for sl in &rl.scope_logs {
-            let (scope_name, scope_version, scope_attrs) = scope_parts(sl.scope.as_ref());
-            for l in &sl.log_records {
+/// Spans → rows, lazily: the exporter serializes each row as it is made.
+pub fn span_rows(req: &ExportTraceServiceRequest) -> impl Iterator<Item = SpanRow<'_>> + Send {
+    req.resource_spans.iter().flat_map(|rs| {
+        let resource = rs.resource.as_ref();
+        rs.scope_spans.iter().flat_map(move |ss| {
+            let scope = ss.scope.as_ref();
+            ss.spans.iter().map(move |s| {
+                let status = s.status.as_ref();
+                SpanRow {
+                    Timestamp: nanos(s.start_time_unix_nano),
+                    TraceId: Hex(&s.trace_id),
+                    SpanId: Hex(&s.span_id),
+                    ParentSpanId: Hex(&s.parent_span_id),
+                    TraceState: &s.trace_state,
+                    SpanName: &s.name,
+                    SpanKind: span_kind(s.kind),
+                    ServiceName: service_value(resource),
+                    ResourceAttributes: resource_attrs(resource),
+                    ScopeName: scope.map_or("", |sc| sc.name.as_str()),
+                    ScopeVersion: scope.map_or("", |sc| sc.version.as_str()),
+                    SpanAttributes: AttrMap(&s.attributes),
+                    Duration: s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano),
+                    StatusCode: status_code(status.map_or(0, |st| st.code)),
+                    StatusMessage: status.map_or("", |st| st.message.as_str()),
+                    events_timestamp: EventTimes(&s.events),
+                    events_name: EventNames(&s.events),
+                    events_attributes: EventAttrs(&s.events),
+                    links_trace_id: LinkTraceIds(&s.links),
+                    links_span_id: LinkSpanIds(&s.links),
+                    links_trace_state: LinkStates(&s.links),
+                    links_attributes: LinkAttrs(&s.links),
+                }
+            })
+        })
+    })
+}
+
+/// A row of `otel_logs`, borrowing from the request.
+#[derive(Row, Serialize)]
+#[allow(non_snake_case)]
+pub struct LogRow<'a> {
+    pub Timestamp: i64,
+    pub TraceId: Hex<'a>,
+    pub SpanId: Hex<'a>,
+    pub TraceFlags: u8,
+    pub SeverityText: &'a str,
+    pub SeverityNumber: u8,
+    pub ServiceName: ValueStr<'a>,
+    pub Body: ValueStr<'a>,
+    pub ResourceSchemaUrl: &'a str,
+    pub ResourceAttributes: AttrMap<'a>,
+    pub ScopeSchemaUrl: &'a str,
+    pub ScopeName: &'a str,
+    pub ScopeVersion: &'a str,
+    pub ScopeAttributes: AttrMap<'a>,
+    pub LogAttributes: AttrMap<'a>,
+    pub EventName: &'a str,
+}
+
+/// Log records → rows, lazily. A record without a timestamp takes its observed time, as the
+/// collector does.
+pub fn log_rows(req: &ExportLogsServiceRequest) -> impl Iterator<Item = LogRow<'_>> + Send {
+    req.resource_logs.iter().flat_map(|rl| {
+        let resource = rl.resource.as_ref();
+        rl.scope_logs.iter().flat_map(move |sl| {
+            let scope = sl.scope.as_ref();
+            sl.log_records.iter().map(move |l| {
                 let ts = if l.time_unix_nano != 0 {
                     l.time_unix_nano
                 } else {
                     l.observed_time_unix_nano
                 };
-                rows.push(LogRow {
+                LogRow {
                     Timestamp: nanos(ts),
-                    TraceId: hex(&l.trace_id),
-                    SpanId: hex(&l.span_id),
+                    TraceId: Hex(&l.trace_id),
+                    SpanId: Hex(&l.span_id),
                     TraceFlags: (l.flags & 0xff) as u8,
-                    SeverityText: l.severity_text.clone(),
+                    SeverityText: &l.severity_text,
                     SeverityNumber: u8::try_from(l.severity_number).unwrap_or(0),
-                    ServiceName: service.clone(),
-                    Body: value_string(l.body.as_ref()),
-                    ResourceSchemaUrl: rl.schema_url.clone(),
-                    ResourceAttributes: res_attrs.clone(),
-                    ScopeSchemaUrl: sl.schema_url.clone(),
-                    ScopeName: scope_name.clone(),
-                    ScopeVersion: scope_version.clone(),
-                    ScopeAttributes: scope_attrs.clone(),
-                    LogAttributes: attrs(&l.attributes),
-                    EventName: l.event_name.clone(),
-                });
-            }
-        }
-    }
-    rows
+                    ServiceName: service_value(resource),
+                    Body: ValueStr(l.body.as_ref()),
+                    ResourceSchemaUrl: &rl.schema_url,
+                    ResourceAttributes: resource_attrs(resource),
+                    ScopeSchemaUrl: &sl.schema_url,
+                    ScopeName: scope.map_or("", |sc| sc.name.as_str()),
+                    ScopeVersion: scope.map_or("", |sc| sc.version.as_str()),
+                    ScopeAttributes: AttrMap(scope.map_or(&[][..], |sc| &sc.attributes[..])),
+                    LogAttributes: AttrMap(&l.attributes),
+                    EventName: &l.event_name,
+                }
+            })
+        })
+    })
 }
 
 /// Columns every metric table shares.

@@ -36,6 +36,8 @@ SCENARIOS = [
     ("http-attrs10-100", "http", 100, ATTRS10, "blackhole", 0),
     ("http-attrs10-512", "http", 512, ATTRS10, "blackhole", 0),
     ("grpc-attrs10-100-sampler", "grpc", 100, ATTRS10, "sampler", 0),
+    # The sampler at a fixed p = 0.25: every request is decoded, sampled, its kept spans re-stamped.
+    ("grpc-attrs10-100-sampler-p25", "grpc", 100, ATTRS10, "sampler-p25", 0),
     ("grpc-attrs10-100-file", "grpc", 100, ATTRS10, "file", 0),
     ("grpc-attrs10-100-otlp", "grpc", 100, ATTRS10, "otlp", 0),
     ("http-attrs10-512-clickhouse", "http", 512, ATTRS10, "clickhouse", 0),
@@ -52,6 +54,9 @@ def config(sl, kind, data_dir, downstream=None, ch_url=None):
     if kind == "sampler":
         processors = '["sampler", "batch"]'
         extra = '[processors.sampler]\ntype = "adaptive_sampler"\n'
+    elif kind == "sampler-p25":
+        processors = '["sampler", "batch"]'
+        extra = '[processors.sampler]\ntype = "adaptive_sampler"\nmode = "fixed"\nprobability = 0.25\n'
     elif kind == "file":
         exporter = f'type = "file"\npath = "{data_dir}"'
     elif kind == "otlp":

@@ -41,13 +41,14 @@ SCENARIOS = [
     ("grpc-attrs10-100-file", "grpc", 100, ATTRS10, "file", 0),
     ("grpc-attrs10-100-otlp", "grpc", 100, ATTRS10, "otlp", 0),
     ("http-attrs10-512-clickhouse", "http", 512, ATTRS10, "clickhouse", 0),
+    ("grpc-attrs10-100-kafka", "grpc", 100, ATTRS10, "kafka", 0),
     ("grpc-attrs10-fixed-10k", "grpc", 100, ATTRS10, "blackhole", 100),
     # 2× overload: 1,000 requests/s of 100 spans into a 50,000 spans/s backend, for 60 s (--overload).
     ("grpc-attrs10-overload-2x", "grpc", 100, ATTRS10, "overload", 1000),
 ]
 
 
-def config(sl, kind, data_dir, downstream=None, ch_url=None):
+def config(sl, kind, data_dir, downstream=None, ch_url=None, kafka=None):
     processors = '["batch"]'
     exporter = 'type = "blackhole"'
     extra = ""
@@ -66,6 +67,8 @@ def config(sl, kind, data_dir, downstream=None, ch_url=None):
         exporter = 'type = "blackhole"\nmax_rate = 50000.0'
     elif kind == "clickhouse":
         exporter = f'type = "clickhouse"\nendpoint = "{ch_url}"\ndatabase = "otel"'
+    elif kind == "kafka":
+        exporter = f'type = "kafka"\nbrokers = ["{kafka}"]'
     return f"""
 [service]
 admin = "127.0.0.1:{sl.admin}"
@@ -125,7 +128,13 @@ def run(name, protocol, per_req, shape, kind, rate, seconds, work):
     if kind == "clickhouse":
         from chfront import ClickHouse
         ch = ClickHouse(work / (name + "-ch"))
-    cfg = config(sl, kind, sl.dir / "data", downstream, ch.url if ch else None)
+    if kind == "kafka":
+        from kafka import Kafka
+        kf = Kafka(work / (name + "-kafka"))
+        kf.topic("otlp_spans", partitions=4)
+        extra_procs.append(kf)
+    cfg = config(sl, kind, sl.dir / "data", downstream, ch.url if ch else None,
+                 kf.bootstrap if kind == "kafka" else None)
     # Sluice on core 0; taskset execs it, so the pid is Sluice's own.
     sl.start(cfg, prefix=pinned([], 0), binary=SLUICE)
     pid = sl.proc.pid

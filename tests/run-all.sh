@@ -29,6 +29,9 @@ cargo bench --workspace --locked -- --test
 step "Python test environment (OpenTelemetry SDK, chDB for a real ClickHouse engine; from PyPI)"
 bash tests/setup.sh
 
+step "Kafka broker for the Kafka exporter tests and benchmark (tansu from crates.io, built once per machine)"
+bash tests/kafka/setup.sh
+
 step "cargo test (unit + Rust end-to-end against $SLUICE_BIN)"
 cargo test --workspace --locked
 

@@ -10,7 +10,9 @@ use sluice_core::{
     spawn_exporter, Coalesce, DropReason, Exporter, ExporterQueue, LoadSignal, Metrics, PerSignal,
     PipelineInput, PipelineSender, Processor,
 };
-use sluice_exporters::{BlackholeExporter, ClickhouseExporter, FileExporter, OtlpExporter};
+use sluice_exporters::{
+    BlackholeExporter, ClickhouseExporter, FileExporter, KafkaExporter, OtlpExporter,
+};
 use sluice_processors::sampler::AdaptiveSampler;
 use sluice_processors::{AttributesProcessor, Batcher};
 use sluice_receivers::{OtlpReceiver, PprofReceiver};
@@ -123,6 +125,9 @@ fn build_exporter(name: &str, cfg: &ExporterConfig) -> Result<Arc<dyn Exporter>>
         }
         ExporterConfig::Blackhole(c) => Arc::new(BlackholeExporter::new(c)),
         ExporterConfig::Clickhouse(c) => Arc::new(ClickhouseExporter::new(c)),
+        ExporterConfig::Kafka(c) => {
+            Arc::new(KafkaExporter::new(c).with_context(|| format!("exporter {name}"))?)
+        }
         ExporterConfig::Otlp(c) => {
             Arc::new(OtlpExporter::new(c).with_context(|| format!("exporter {name}"))?)
         }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 tagged_enum!(ReceiverConfig { "otlp" => Otlp, "pprof" => Pprof });
 tagged_enum!(ProcessorConfig { "batch" => Batch, "attributes" => Attributes, "adaptive_sampler" => AdaptiveSampler });
-tagged_enum!(ExporterConfig { "file" => File, "blackhole" => Blackhole, "otlp" => Otlp, "clickhouse" => Clickhouse });
+tagged_enum!(ExporterConfig { "file" => File, "blackhole" => Blackhole, "otlp" => Otlp, "clickhouse" => Clickhouse, "kafka" => Kafka });
 
 const ALL: &[Signal] = &[
     Signal::Traces,
@@ -292,6 +292,8 @@ pub enum ExporterConfig {
     Otlp(OtlpExporterConfig),
     /// Writes the OpenTelemetry Collector ClickHouse exporter's tables.
     Clickhouse(Box<ClickhouseExporterConfig>),
+    /// Produces OTLP messages to Kafka topics (one per signal).
+    Kafka(Box<KafkaExporterConfig>),
 }
 
 impl ExporterConfig {
@@ -307,6 +309,7 @@ impl ExporterConfig {
             Self::Blackhole(_) => "blackhole",
             Self::Otlp(_) => "otlp",
             Self::Clickhouse(_) => "clickhouse",
+            Self::Kafka(_) => "kafka",
         }
     }
 
@@ -317,6 +320,7 @@ impl ExporterConfig {
             Self::Blackhole(c) => &c.queue,
             Self::Otlp(c) => &c.queue,
             Self::Clickhouse(c) => &c.queue,
+            Self::Kafka(c) => &c.queue,
         }
     }
 
@@ -328,6 +332,7 @@ impl ExporterConfig {
             Self::Blackhole(c) => c.max_concurrency,
             Self::Otlp(c) => c.max_concurrency,
             Self::Clickhouse(c) => c.max_concurrency,
+            Self::Kafka(c) => c.max_concurrency,
         }
     }
 
@@ -348,6 +353,7 @@ impl ExporterConfig {
             Self::Blackhole(c) => &c.retry,
             Self::Otlp(c) => &c.retry,
             Self::Clickhouse(c) => &c.retry,
+            Self::Kafka(c) => &c.retry,
         }
     }
 }
@@ -653,4 +659,147 @@ fn default_ch_max_delay() -> HumanDuration {
 }
 fn default_ch_concurrency() -> usize {
     4
+}
+
+/// How OTLP data is written into Kafka messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaEncoding {
+    /// The OTLP protobuf export request (what the OpenTelemetry Collector's Kafka receiver reads).
+    #[default]
+    OtlpProto,
+    /// OTLP/JSON.
+    OtlpJson,
+}
+
+/// Compression of Kafka record batches (done by the producer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaCompression {
+    /// No compression.
+    None,
+    /// gzip.
+    Gzip,
+    /// Snappy.
+    Snappy,
+    /// LZ4 (fast, the default).
+    #[default]
+    Lz4,
+}
+
+impl KafkaCompression {
+    /// The producer's `compression.type` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Gzip => "gzip",
+            Self::Snappy => "snappy",
+            Self::Lz4 => "lz4",
+        }
+    }
+}
+
+/// Topic per signal.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaTopics {
+    /// Spans.
+    #[serde(default = "default_topic_traces")]
+    pub traces: String,
+    /// Metrics.
+    #[serde(default = "default_topic_metrics")]
+    pub metrics: String,
+    /// Logs.
+    #[serde(default = "default_topic_logs")]
+    pub logs: String,
+    /// Profiles.
+    #[serde(default = "default_topic_profiles")]
+    pub profiles: String,
+}
+
+impl Default for KafkaTopics {
+    fn default() -> Self {
+        Self {
+            traces: default_topic_traces(),
+            metrics: default_topic_metrics(),
+            logs: default_topic_logs(),
+            profiles: default_topic_profiles(),
+        }
+    }
+}
+
+impl KafkaTopics {
+    /// The topic of `signal`.
+    pub fn of(&self, signal: Signal) -> &str {
+        match signal {
+            Signal::Traces => &self.traces,
+            Signal::Metrics => &self.metrics,
+            Signal::Logs => &self.logs,
+            Signal::Profiles => &self.profiles,
+        }
+    }
+}
+
+fn default_topic_traces() -> String {
+    "otlp_spans".into()
+}
+fn default_topic_metrics() -> String {
+    "otlp_metrics".into()
+}
+fn default_topic_logs() -> String {
+    "otlp_logs".into()
+}
+fn default_topic_profiles() -> String {
+    "otlp_profiles".into()
+}
+
+/// Kafka exporter settings: an idempotent producer with `acks=all`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaExporterConfig {
+    /// Bootstrap brokers, `host:port`.
+    pub brokers: Vec<String>,
+    /// Topic per signal.
+    #[serde(default)]
+    pub topics: KafkaTopics,
+    /// Message encoding.
+    #[serde(default)]
+    pub encoding: KafkaEncoding,
+    /// Largest message value; larger batches are split (whole requests, then spans, log records or
+    /// resources), so the broker never refuses a message as too large.
+    #[serde(default = "default_kafka_message_bytes")]
+    pub max_message_bytes: ByteSize,
+    /// Record batch compression.
+    #[serde(default)]
+    pub compression: KafkaCompression,
+    /// One message per trace, keyed by the trace id, so all of a trace lands in one partition
+    /// (spans, and log records that carry a trace id). Costs a decode of every batch.
+    #[serde(default)]
+    pub partition_by_trace_id: bool,
+    /// How long a message may take to be acknowledged before the batch counts as failed.
+    #[serde(default = "default_kafka_timeout")]
+    pub timeout: HumanDuration,
+    /// Extra librdkafka producer properties, e.g. `{ "linger.ms" = "20" }`.
+    #[serde(default)]
+    pub producer: BTreeMap<String, String>,
+    /// Most batches in flight (adaptive concurrency finds the best number up to this).
+    #[serde(default = "default_kafka_concurrency")]
+    pub max_concurrency: usize,
+    /// Queue settings.
+    #[serde(default)]
+    pub queue: QueueConfig,
+    /// Retry settings.
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+fn default_kafka_message_bytes() -> ByteSize {
+    // Kafka's default `message.max.bytes` is 1,048,588 bytes including the record overhead.
+    ByteSize(1_000_000)
+}
+fn default_kafka_timeout() -> HumanDuration {
+    HumanDuration::from_secs(30)
+}
+fn default_kafka_concurrency() -> usize {
+    8
 }

@@ -263,6 +263,46 @@ pub(crate) fn validate(cfg: &Config, src: &Source) -> Result<(), Vec<ConfigError
                     err(with(&base, "ttl"), "must be at least 1h".into());
                 }
             }
+            ExporterConfig::Kafka(k) => {
+                if k.brokers.is_empty() {
+                    err(
+                        with(&base, "brokers"),
+                        "lists no brokers; expected addresses such as [\"kafka-1:9092\"]".into(),
+                    );
+                }
+                for (i, b) in k.brokers.iter().enumerate() {
+                    let ok = b
+                        .rsplit_once(':')
+                        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+                    if !ok {
+                        err(
+                            at(&base, "brokers", i),
+                            format!(
+                                "invalid broker {b:?}; expected host:port such as \"kafka-1:9092\""
+                            ),
+                        );
+                    }
+                }
+                if k.max_message_bytes.0 < 1024 {
+                    err(
+                        with(&base, "max_message_bytes"),
+                        "must be at least 1KiB".into(),
+                    );
+                }
+                for s in &Signal::ALL {
+                    let t = k.topics.of(*s);
+                    let ok = !t.is_empty()
+                        && t.len() <= 249
+                        && t.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+                    if !ok {
+                        err(
+                            with(&with(&base, "topics"), &s.to_string()),
+                            format!("invalid topic {t:?}; expected letters, digits, '.', '_' or '-' (at most 249)"),
+                        );
+                    }
+                }
+            }
             ExporterConfig::Otlp(o) => {
                 if !(o.endpoint.starts_with("http://") || o.endpoint.starts_with("https://"))
                     || o.endpoint.len() <= "https://".len()

@@ -48,6 +48,8 @@ BROKEN = {
     "bad size": ('http = "127.0.0.1:14318"', 'http = "127.0.0.1:14318"\nmax_request_size = "lots"', 8, "receivers.otlp.max_request_size", "size"),
     "duplicate address": ('http = "127.0.0.1:14318"', 'http = "127.0.0.1:14317"', 7, "receivers.otlp.http", "already used"),
     "wrong value type": ('timeout = "200ms"', 'timeout = "200ms"\nmax_items = "many"', 12, "processors.batch.max_items", "integer"),
+    "bad kafka broker": ('type = "file"\npath = "/tmp/sluice-validate-test"', 'type = "kafka"\nbrokers = ["kafka-1:9092", "kafka-2"]', 19, "exporters.out.brokers[1]", "host:port"),
+    "bad kafka topic": ('type = "file"\npath = "/tmp/sluice-validate-test"', 'type = "kafka"\nbrokers = ["k:9092"]\ntopics = { traces = "spans/all" }', 20, "exporters.out.topics.traces", "invalid topic"),
     "delete with value": ('action = "insert"', 'action = "delete"', 15, "processors.tag.actions[0].value", "no `value`"),
 }
 

@@ -7,6 +7,8 @@
 //!   sizing a decoded request for `max_bytes` costs;
 //! - `forward_encode`: the bytes an OTLP exporter sends for a batch (encoded: concatenation;
 //!   decoded: re-encode);
+//! - `kafka_messages`: the Kafka exporter's message values for a 4,000-span batch (packing encoded
+//!   requests, re-encoding decoded ones, OTLP/JSON, one message per trace);
 //! - `clickhouse_insert`: the ClickHouse exporter's client side for a 4,000-span batch (decode, rows,
 //!   RowBinary, LZ4, HTTP) against an HTTP server that accepts anything.
 //!
@@ -160,11 +162,52 @@ fn clickhouse_insert(c: &mut Criterion) {
     g.finish();
 }
 
+fn kafka_messages(c: &mut Criterion) {
+    use sluice_config::KafkaEncoding;
+    use sluice_exporters::kafka::messages::messages;
+    let mut g = c.benchmark_group("kafka_messages");
+    g.throughput(Throughput::Elements(40 * 100));
+    let encoded = merged(true);
+    let decoded = merged(false);
+    for (name, batch, encoding, by_trace) in [
+        (
+            "encoded/otlp_proto",
+            &encoded,
+            KafkaEncoding::OtlpProto,
+            false,
+        ),
+        (
+            "decoded/otlp_proto",
+            &decoded,
+            KafkaEncoding::OtlpProto,
+            false,
+        ),
+        (
+            "encoded/otlp_json",
+            &encoded,
+            KafkaEncoding::OtlpJson,
+            false,
+        ),
+        (
+            "encoded/otlp_proto/by_trace_id",
+            &encoded,
+            KafkaEncoding::OtlpProto,
+            true,
+        ),
+    ] {
+        g.bench_function(format!("attrs10-4000/{name}"), |bench| {
+            bench.iter(|| messages(black_box(batch), encoding, 1_000_000, by_trace).unwrap())
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     otlp_decode,
     batching,
     forward_encode,
-    clickhouse_insert
+    clickhouse_insert,
+    kafka_messages
 );
 criterion_main!(benches);

@@ -63,10 +63,24 @@ impl ExportError {
     }
 }
 
+/// What a successful export delivered: everything, or all but some items the backend refused for
+/// good (a next hop's partial success, a record too large for Kafka). Those are counted as failed
+/// and dropped, not sent, so the books still add up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// Items of the batch that were not delivered and never will be.
+    pub rejected: u64,
+}
+
+impl Delivered {
+    /// The whole batch was delivered.
+    pub const ALL: Self = Self { rejected: 0 };
+}
+
 /// A backend writer. One batch at a time per exporter; the worker handles queueing and retry.
 pub trait Exporter: Send + Sync + 'static {
     /// Writes one batch.
-    fn export<'a>(&'a self, batch: &'a Telemetry) -> BoxFuture<'a, Result<(), ExportError>>;
+    fn export<'a>(&'a self, batch: &'a Telemetry) -> BoxFuture<'a, Result<Delivered, ExportError>>;
 
     /// False for exporters that take batches still in OTLP protobuf ([`Telemetry::Encoded`]);
     /// the others get them decoded once, before the first attempt.
@@ -216,8 +230,14 @@ pub fn spawn_exporter(
                     arc.on_response(done.rtt, done.throttled, tokio::time::Instant::now());
                     let signal = done.signal;
                     match done.result {
-                        Ok(()) => {
-                            sent.get(signal).inc_by(done.items);
+                        Ok(Delivered { rejected }) => {
+                            let rejected = rejected.min(done.items);
+                            sent.get(signal).inc_by(done.items - rejected);
+                            if rejected > 0 {
+                                failed.get(signal).inc_by(rejected);
+                                dropped.get(signal).inc_by(rejected);
+                                tracing::error!(exporter = %name, %signal, items = rejected, "the backend refused part of a batch for good; those items are dropped");
+                            }
                         }
                         Err(e) => {
                             failed.get(signal).inc_by(done.items);
@@ -341,7 +361,7 @@ struct Done {
     signal: Signal,
     items: u64,
     permits: u32,
-    result: Result<(), ExportError>,
+    result: Result<Delivered, ExportError>,
     rtt: Duration,
     throttled: bool,
 }
@@ -355,7 +375,7 @@ async fn export_with_retry(
     items: u64,
     retry: &RetryConfig,
     load: &LoadSignal,
-) -> (Result<(), ExportError>, Duration, bool) {
+) -> (Result<Delivered, ExportError>, Duration, bool) {
     let start = tokio::time::Instant::now();
     let mut wait = retry.initial_interval.0;
     let mut attempt = 0u32;
@@ -366,9 +386,9 @@ async fn export_with_retry(
         let result = exporter.export(data).await;
         let rtt = began.elapsed();
         let err = match result {
-            Ok(()) => {
+            Ok(d) => {
                 load.record_export(items, rtt);
-                return (Ok(()), rtt, throttled);
+                return (Ok(d), rtt, throttled);
             }
             Err(e) => e,
         };
@@ -422,7 +442,10 @@ mod tests {
 
     struct Panics;
     impl Exporter for Panics {
-        fn export<'a>(&'a self, _batch: &'a Telemetry) -> BoxFuture<'a, Result<(), ExportError>> {
+        fn export<'a>(
+            &'a self,
+            _batch: &'a Telemetry,
+        ) -> BoxFuture<'a, Result<Delivered, ExportError>> {
             Box::pin(async { panic!("exporter bug") })
         }
     }

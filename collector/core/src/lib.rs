@@ -10,7 +10,9 @@ pub mod pipeline;
 pub mod telemetry;
 pub mod wire;
 
-pub use exporter::{spawn_exporter, BoxFuture, Coalesce, ExportError, Exporter, ExporterQueue};
+pub use exporter::{
+    spawn_exporter, BoxFuture, Coalesce, Delivered, ExportError, Exporter, ExporterQueue,
+};
 pub use load::LoadSignal;
 pub use metrics::{DropReason, Metrics, PerSignal};
 pub use pipeline::{Envelope, PipelineInput, PipelineSender, SendError};

@@ -44,6 +44,8 @@ pub enum Telemetry {
 pub struct Encoded {
     signal: Signal,
     chunks: Vec<Bytes>,
+    /// Items in each chunk.
+    chunk_items: Vec<u64>,
     items: u64,
     len: usize,
 }
@@ -55,6 +57,7 @@ impl Encoded {
             signal,
             len: body.len(),
             chunks: vec![body],
+            chunk_items: vec![items],
             items,
         }
     }
@@ -70,6 +73,16 @@ impl Encoded {
     /// The bodies, in order; their concatenation is the request.
     pub fn chunks(&self) -> &[Bytes] {
         &self.chunks
+    }
+
+    /// Which signal the bodies carry.
+    pub fn signal(&self) -> Signal {
+        self.signal
+    }
+
+    /// The bodies with the items each holds.
+    pub fn chunks_with_items(&self) -> impl Iterator<Item = (&Bytes, u64)> {
+        self.chunks.iter().zip(self.chunk_items.iter().copied())
     }
 
     fn decode(&self) -> Result<Telemetry, prost::DecodeError> {
@@ -184,6 +197,7 @@ impl Telemetry {
         let other = match (&mut *self, other) {
             (Self::Encoded(a), Self::Encoded(b)) => {
                 a.chunks.extend(b.chunks);
+                a.chunk_items.extend(b.chunk_items);
                 a.items += b.items;
                 a.len += b.len;
                 return Ok(());

@@ -1,7 +1,7 @@
 //! The blackhole exporter: accepts and forgets, optionally as slowly as a struggling backend.
 
 use sluice_config::BlackholeExporterConfig;
-use sluice_core::{BoxFuture, ExportError, Exporter, Telemetry};
+use sluice_core::{BoxFuture, Delivered, ExportError, Exporter, Telemetry};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -29,7 +29,7 @@ impl Exporter for BlackholeExporter {
         false
     }
 
-    fn export<'a>(&'a self, batch: &'a Telemetry) -> BoxFuture<'a, Result<(), ExportError>> {
+    fn export<'a>(&'a self, batch: &'a Telemetry) -> BoxFuture<'a, Result<Delivered, ExportError>> {
         Box::pin(async move {
             if let Some(rate) = self.max_rate {
                 // Pace like a backend that absorbs `rate` items/s: this batch is done when the
@@ -47,7 +47,7 @@ impl Exporter for BlackholeExporter {
             if let Some(l) = self.latency {
                 tokio::time::sleep(l).await;
             }
-            Ok(())
+            Ok(Delivered::ALL)
         })
     }
 }

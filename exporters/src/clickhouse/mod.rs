@@ -11,7 +11,7 @@ pub mod schema;
 use clickhouse::{Client, Compression, Row, RowOwned, RowWrite};
 use serde::Serialize;
 use sluice_config::{ChCompression, ClickhouseExporterConfig};
-use sluice_core::{BoxFuture, ExportError, Exporter, Telemetry};
+use sluice_core::{BoxFuture, Delivered, ExportError, Exporter, Telemetry};
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Mutex;
 
@@ -163,7 +163,7 @@ impl ClickhouseExporter {
 }
 
 impl Exporter for ClickhouseExporter {
-    fn export<'a>(&'a self, batch: &'a Telemetry) -> BoxFuture<'a, Result<(), ExportError>> {
+    fn export<'a>(&'a self, batch: &'a Telemetry) -> BoxFuture<'a, Result<Delivered, ExportError>> {
         Box::pin(async move {
             self.ensure_schema().await?;
             let t = &self.cfg.tables;
@@ -198,7 +198,7 @@ impl Exporter for ClickhouseExporter {
                     self.schema_ready.store(false, Ordering::Release);
                 }
             }
-            result
+            result.map(|()| Delivered::ALL)
         })
     }
 }

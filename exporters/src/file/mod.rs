@@ -5,7 +5,7 @@
 //! started; only the newest `max_files` rotated files are kept.
 
 use sluice_config::{FileExporterConfig, Signal};
-use sluice_core::{BoxFuture, ExportError, Exporter, Telemetry};
+use sluice_core::{BoxFuture, Delivered, ExportError, Exporter, Telemetry};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -122,12 +122,13 @@ impl FileExporter {
 }
 
 impl Exporter for FileExporter {
-    fn export<'a>(&'a self, batch: &'a Telemetry) -> BoxFuture<'a, Result<(), ExportError>> {
+    fn export<'a>(&'a self, batch: &'a Telemetry) -> BoxFuture<'a, Result<Delivered, ExportError>> {
         Box::pin(async move {
             let line = batch
                 .to_json()
                 .map_err(|e| ExportError::permanent(format!("cannot encode OTLP/JSON: {e}")))?;
-            tokio::task::block_in_place(|| self.write_line(batch.signal(), &line))
+            tokio::task::block_in_place(|| self.write_line(batch.signal(), &line))?;
+            Ok(Delivered::ALL)
         })
     }
 

@@ -6,7 +6,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse
 use prost::Message;
 use sluice_config::{Compression, OtlpExporterConfig, OtlpProtocol, Signal};
 use sluice_core::grpc_codec::BytesCodec;
-use sluice_core::{BoxFuture, ExportError, Exporter, Telemetry};
+use sluice_core::{BoxFuture, Delivered, ExportError, Exporter, Telemetry};
 use std::io::Write;
 use std::time::Duration;
 use tonic::codec::CompressionEncoding;
@@ -139,9 +139,9 @@ fn grpc_path(s: Signal) -> &'static str {
     }
 }
 
-/// Logs what the next hop rejected in an OTLP partial success (all four responses share its
-/// wire format: field 1 = {rejected count, message}).
-fn report_partial_success(signal: Signal, response: &[u8]) {
+/// What the next hop rejected in an OTLP partial success (all four responses share its wire
+/// format: field 1 = {rejected count, message}); those items count as failed, not sent.
+fn partial_success(signal: Signal, response: &[u8]) -> Delivered {
     if let Ok(ExportTraceServiceResponse {
         partial_success: Some(p),
     }) = ExportTraceServiceResponse::decode(response)
@@ -149,7 +149,11 @@ fn report_partial_success(signal: Signal, response: &[u8]) {
         if p.rejected_spans > 0 || !p.error_message.is_empty() {
             tracing::warn!(%signal, rejected = p.rejected_spans, message = %p.error_message, "the next hop rejected part of a batch");
         }
+        return Delivered {
+            rejected: u64::try_from(p.rejected_spans).unwrap_or(0),
+        };
     }
+    Delivered::ALL
 }
 
 fn compress(body: Bytes, c: Compression) -> Result<(Bytes, Option<&'static str>), ExportError> {
@@ -176,7 +180,7 @@ impl Exporter for OtlpExporter {
         false
     }
 
-    fn export<'a>(&'a self, batch: &'a Telemetry) -> BoxFuture<'a, Result<(), ExportError>> {
+    fn export<'a>(&'a self, batch: &'a Telemetry) -> BoxFuture<'a, Result<Delivered, ExportError>> {
         Box::pin(async move {
             match &self.transport {
                 Transport::Grpc {
@@ -201,8 +205,7 @@ impl Exporter for OtlpExporter {
                         .unary(req, path, BytesCodec)
                         .await
                         .map_err(grpc_error)?;
-                    report_partial_success(signal, resp.get_ref());
-                    Ok(())
+                    Ok(partial_success(signal, resp.get_ref()))
                 }
                 Transport::Http {
                     client,
@@ -225,10 +228,10 @@ impl Exporter for OtlpExporter {
                         .map_err(|e| ExportError::retryable(format!("HTTP request failed: {e}")))?;
                     let status = resp.status();
                     if status.is_success() {
-                        if let Ok(body) = resp.bytes().await {
-                            report_partial_success(batch.signal(), &body);
-                        }
-                        return Ok(());
+                        return Ok(match resp.bytes().await {
+                            Ok(body) => partial_success(batch.signal(), &body),
+                            Err(_) => Delivered::ALL,
+                        });
                     }
                     let retry_after = resp
                         .headers()

@@ -1,0 +1,478 @@
+//! Kafka message values for a batch: OTLP protobuf or OTLP/JSON, each at most `max_message_bytes`.
+//!
+//! Encoded batches (lists of request bodies) are packed into messages without decoding: a message
+//! is a concatenation of whole requests, which decodes as one request. Anything that must be cut
+//! finer is decoded and halved (resources, scopes, then spans / log records / metrics) until each
+//! part fits; an item that is too large on its own cannot be sent and is reported as rejected.
+
+use bytes::{Bytes, BytesMut};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, ScopeMetrics};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+use sluice_config::KafkaEncoding;
+use sluice_core::{Encoded, Telemetry, TelemetryError};
+use std::collections::HashMap;
+
+/// One Kafka record to produce.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// The trace id in hex, when partitioning by trace.
+    pub key: Option<String>,
+    /// The OTLP request.
+    pub value: Bytes,
+    /// Items in it.
+    pub items: u64,
+}
+
+/// A batch cut into messages.
+#[derive(Debug, Default)]
+pub struct Split {
+    /// What to produce.
+    pub messages: Vec<Message>,
+    /// Items that did not fit in a message on their own.
+    pub oversize: u64,
+}
+
+/// Cuts `batch` into messages of at most `max` bytes.
+pub fn messages(
+    batch: &Telemetry,
+    encoding: KafkaEncoding,
+    max: usize,
+    by_trace: bool,
+) -> Result<Split, TelemetryError> {
+    let mut split = Split::default();
+    let keyed = by_trace
+        && matches!(
+            batch.signal(),
+            sluice_config::Signal::Traces | sluice_config::Signal::Logs
+        );
+    if let (Telemetry::Encoded(e), KafkaEncoding::OtlpProto, false) = (batch, encoding, keyed) {
+        pack(e, max, &mut split)?;
+        return Ok(split);
+    }
+    let decoded = batch.decoded()?;
+    if keyed {
+        for (key, part) in by_trace_id(decoded.into_owned()) {
+            let start = split.messages.len();
+            fit(part, encoding, max, &mut split)?;
+            for m in &mut split.messages[start..] {
+                m.key.clone_from(&key);
+            }
+        }
+        return Ok(split);
+    }
+    // A batch that fits is encoded where it is; only cutting it needs a copy.
+    match encode_if_fits(&decoded, encoding, max)? {
+        Some(value) => split.messages.push(Message {
+            key: None,
+            value,
+            items: decoded.item_count(),
+        }),
+        None => cut(decoded.into_owned(), encoding, max, &mut split)?,
+    }
+    Ok(split)
+}
+
+/// Packs whole encoded requests into messages; a request larger than `max` is decoded and cut.
+fn pack(e: &Encoded, max: usize, split: &mut Split) -> Result<(), TelemetryError> {
+    let signal = e.signal();
+    let mut cur: Vec<&Bytes> = Vec::new();
+    let (mut cur_len, mut cur_items) = (0, 0);
+    let flush =
+        |cur: &mut Vec<&Bytes>, cur_len: &mut usize, cur_items: &mut u64, split: &mut Split| {
+            let value = match cur.as_slice() {
+                [] => return,
+                [one] => (*one).clone(),
+                many => {
+                    let mut b = BytesMut::with_capacity(*cur_len);
+                    for c in many {
+                        b.extend_from_slice(c);
+                    }
+                    b.freeze()
+                }
+            };
+            split.messages.push(Message {
+                key: None,
+                value,
+                items: *cur_items,
+            });
+            cur.clear();
+            *cur_len = 0;
+            *cur_items = 0;
+        };
+    for (c, items) in e.chunks_with_items() {
+        if c.len() > max {
+            flush(&mut cur, &mut cur_len, &mut cur_items, split);
+            let one = Telemetry::Encoded(Encoded::new(signal, c.clone(), items)).into_decoded()?;
+            fit(one, KafkaEncoding::OtlpProto, max, split)?;
+            continue;
+        }
+        if cur_len + c.len() > max {
+            flush(&mut cur, &mut cur_len, &mut cur_items, split);
+        }
+        cur.push(c);
+        cur_len += c.len();
+        cur_items += items;
+    }
+    flush(&mut cur, &mut cur_len, &mut cur_items, split);
+    Ok(())
+}
+
+fn encode(t: &Telemetry, encoding: KafkaEncoding) -> Result<Bytes, TelemetryError> {
+    Ok(match encoding {
+        KafkaEncoding::OtlpProto => t.encode_protobuf(),
+        KafkaEncoding::OtlpJson => t.to_json()?.into(),
+    })
+}
+
+/// The message value for `t`, or `None` when it is larger than `max`. Protobuf is sized without
+/// encoding it (a walk, no allocation); JSON has to be written to be measured.
+fn encode_if_fits(
+    t: &Telemetry,
+    encoding: KafkaEncoding,
+    max: usize,
+) -> Result<Option<Bytes>, TelemetryError> {
+    if encoding == KafkaEncoding::OtlpProto && t.encoded_len() > max {
+        return Ok(None);
+    }
+    Ok(Some(encode(t, encoding)?).filter(|v| v.len() <= max))
+}
+
+/// Emits `t` whole if it fits, else its halves, recursively.
+fn fit(
+    t: Telemetry,
+    encoding: KafkaEncoding,
+    max: usize,
+    split: &mut Split,
+) -> Result<(), TelemetryError> {
+    let items = t.item_count();
+    if items == 0 {
+        return Ok(());
+    }
+    match encode_if_fits(&t, encoding, max)? {
+        Some(value) => {
+            split.messages.push(Message {
+                key: None,
+                value,
+                items,
+            });
+            Ok(())
+        }
+        None => cut(t, encoding, max, split),
+    }
+}
+
+/// Emits the halves of `t` (which does not fit); a single item that does not fit is counted.
+fn cut(
+    t: Telemetry,
+    encoding: KafkaEncoding,
+    max: usize,
+    split: &mut Split,
+) -> Result<(), TelemetryError> {
+    let items = t.item_count();
+    match halve(t) {
+        Some((a, b)) => {
+            fit(a, encoding, max, split)?;
+            fit(b, encoding, max, split)
+        }
+        None => {
+            split.oversize += items;
+            Ok(())
+        }
+    }
+}
+
+/// Splits a request into two with about half the items each; `None` when it holds a single item
+/// (or is a profile request, whose samples share one dictionary).
+pub fn halve(t: Telemetry) -> Option<(Telemetry, Telemetry)> {
+    match t {
+        Telemetry::Traces(r) => {
+            let (a, b) = halve_top(
+                r.resource_spans,
+                |rs| rs.scope_spans.iter().map(|s| s.spans.len()).sum(),
+                |mut rs, n| {
+                    let (head, tail) = halve_nested(
+                        std::mem::take(&mut rs.scope_spans),
+                        |ss| ss.spans.len(),
+                        |mut ss, n| {
+                            let other = ScopeSpans {
+                                spans: ss.spans.split_off(n),
+                                scope: ss.scope.clone(),
+                                schema_url: ss.schema_url.clone(),
+                            };
+                            (ss, other)
+                        },
+                        n,
+                    );
+                    let other = ResourceSpans {
+                        scope_spans: tail,
+                        resource: rs.resource.clone(),
+                        schema_url: rs.schema_url.clone(),
+                    };
+                    rs.scope_spans = head;
+                    (rs, other)
+                },
+            )?;
+            Some((
+                Telemetry::Traces(ExportTraceServiceRequest { resource_spans: a }),
+                Telemetry::Traces(ExportTraceServiceRequest { resource_spans: b }),
+            ))
+        }
+        Telemetry::Logs(r) => {
+            let (a, b) = halve_top(
+                r.resource_logs,
+                |rl| rl.scope_logs.iter().map(|s| s.log_records.len()).sum(),
+                |mut rl, n| {
+                    let (head, tail) = halve_nested(
+                        std::mem::take(&mut rl.scope_logs),
+                        |sl| sl.log_records.len(),
+                        |mut sl, n| {
+                            let other = ScopeLogs {
+                                log_records: sl.log_records.split_off(n),
+                                scope: sl.scope.clone(),
+                                schema_url: sl.schema_url.clone(),
+                            };
+                            (sl, other)
+                        },
+                        n,
+                    );
+                    let other = ResourceLogs {
+                        scope_logs: tail,
+                        resource: rl.resource.clone(),
+                        schema_url: rl.schema_url.clone(),
+                    };
+                    rl.scope_logs = head;
+                    (rl, other)
+                },
+            )?;
+            Some((
+                Telemetry::Logs(ExportLogsServiceRequest { resource_logs: a }),
+                Telemetry::Logs(ExportLogsServiceRequest { resource_logs: b }),
+            ))
+        }
+        Telemetry::Metrics(r) => {
+            // Cut between metrics (a metric's data points stay together).
+            let (a, b) = halve_top(
+                r.resource_metrics,
+                |rm| rm.scope_metrics.iter().map(|s| s.metrics.len()).sum(),
+                |mut rm, n| {
+                    let (head, tail) = halve_nested(
+                        std::mem::take(&mut rm.scope_metrics),
+                        |sm| sm.metrics.len(),
+                        |mut sm, n| {
+                            let rest = sm.metrics.split_off(n);
+                            let other = ScopeMetrics {
+                                metrics: rest,
+                                scope: sm.scope.clone(),
+                                schema_url: sm.schema_url.clone(),
+                            };
+                            (sm, other)
+                        },
+                        n,
+                    );
+                    let other = ResourceMetrics {
+                        scope_metrics: tail,
+                        resource: rm.resource.clone(),
+                        schema_url: rm.schema_url.clone(),
+                    };
+                    rm.scope_metrics = head;
+                    (rm, other)
+                },
+            )?;
+            Some((
+                Telemetry::Metrics(ExportMetricsServiceRequest {
+                    resource_metrics: a,
+                }),
+                Telemetry::Metrics(ExportMetricsServiceRequest {
+                    resource_metrics: b,
+                }),
+            ))
+        }
+        Telemetry::Profiles(_) | Telemetry::Encoded(_) => None,
+    }
+}
+
+/// Splits `list` so the first part holds `n` (default: half) of the leaf items counted by `count`,
+/// cutting one element in two with `cut` where the boundary falls inside it.
+fn halve_nested<T>(
+    list: Vec<T>,
+    count: impl Fn(&T) -> usize,
+    cut: impl Fn(T, usize) -> (T, T),
+    n: usize,
+) -> (Vec<T>, Vec<T>)
+where
+    T: Sized,
+{
+    let mut left = n;
+    let (mut head, mut tail) = (Vec::new(), Vec::new());
+    for x in list {
+        let c = count(&x);
+        if left == 0 {
+            tail.push(x);
+        } else if c <= left {
+            left -= c;
+            head.push(x);
+        } else {
+            let (a, b) = cut(x, left);
+            left = 0;
+            head.push(a);
+            tail.push(b);
+        }
+    }
+    (head, tail)
+}
+
+/// [`halve_nested`] at the top level: half of all items, `None` below two.
+fn halve_top<T>(
+    list: Vec<T>,
+    count: impl Fn(&T) -> usize,
+    cut: impl Fn(T, usize) -> (T, T),
+) -> Option<(Vec<T>, Vec<T>)> {
+    let total: usize = list.iter().map(&count).sum();
+    if total < 2 {
+        return None;
+    }
+    Some(halve_nested(list, count, cut, total / 2))
+}
+
+/// One request per trace id (log records without one share a request with no key).
+fn by_trace_id(t: Telemetry) -> Vec<(Option<String>, Telemetry)> {
+    let mut order: Vec<Option<Vec<u8>>> = Vec::new();
+    match t {
+        Telemetry::Traces(r) => {
+            let mut groups: HashMap<Vec<u8>, ExportTraceServiceRequest> = HashMap::new();
+            for rs in r.resource_spans {
+                for ss in rs.scope_spans {
+                    for span in ss.spans {
+                        let g = groups.entry(span.trace_id.clone()).or_insert_with(|| {
+                            order.push(Some(span.trace_id.clone()));
+                            ExportTraceServiceRequest::default()
+                        });
+                        push_grouped(
+                            &mut g.resource_spans,
+                            &rs.resource,
+                            &rs.schema_url,
+                            &ss.scope,
+                            &ss.schema_url,
+                            span,
+                        );
+                    }
+                }
+            }
+            order
+                .into_iter()
+                .flatten()
+                .filter_map(|id| {
+                    let g = groups.remove(&id)?;
+                    Some((Some(const_hex::encode(&id)), Telemetry::Traces(g)))
+                })
+                .collect()
+        }
+        Telemetry::Logs(r) => {
+            let mut groups: HashMap<Vec<u8>, ExportLogsServiceRequest> = HashMap::new();
+            for rl in r.resource_logs {
+                for sl in rl.scope_logs {
+                    for log in sl.log_records {
+                        let g = groups.entry(log.trace_id.clone()).or_insert_with(|| {
+                            order.push(Some(log.trace_id.clone()));
+                            ExportLogsServiceRequest::default()
+                        });
+                        push_grouped_log(
+                            &mut g.resource_logs,
+                            (&rl.resource, &rl.schema_url),
+                            (&sl.scope, &sl.schema_url),
+                            log,
+                        );
+                    }
+                }
+            }
+            order
+                .into_iter()
+                .flatten()
+                .filter_map(|id| {
+                    let g = groups.remove(&id)?;
+                    let key = (!id.is_empty()).then(|| const_hex::encode(&id));
+                    Some((key, Telemetry::Logs(g)))
+                })
+                .collect()
+        }
+        other => vec![(None, other)],
+    }
+}
+
+/// Appends a span under its resource and scope, reusing the last ones when they are the same.
+fn push_grouped(
+    out: &mut Vec<ResourceSpans>,
+    resource: &Option<Resource>,
+    resource_schema: &str,
+    scope: &Option<InstrumentationScope>,
+    scope_schema: &str,
+    span: opentelemetry_proto::tonic::trace::v1::Span,
+) {
+    if !out
+        .last()
+        .is_some_and(|rs| &rs.resource == resource && rs.schema_url == resource_schema)
+    {
+        out.push(ResourceSpans {
+            resource: resource.clone(),
+            scope_spans: Vec::new(),
+            schema_url: resource_schema.to_owned(),
+        });
+    }
+    let Some(rs) = out.last_mut() else { return };
+    if !rs
+        .scope_spans
+        .last()
+        .is_some_and(|ss| &ss.scope == scope && ss.schema_url == scope_schema)
+    {
+        rs.scope_spans.push(ScopeSpans {
+            scope: scope.clone(),
+            spans: Vec::new(),
+            schema_url: scope_schema.to_owned(),
+        });
+    }
+    if let Some(ss) = rs.scope_spans.last_mut() {
+        ss.spans.push(span);
+    }
+}
+
+type ResourceRef<'a> = (&'a Option<Resource>, &'a String);
+type ScopeRef<'a> = (&'a Option<InstrumentationScope>, &'a String);
+
+fn push_grouped_log(
+    out: &mut Vec<ResourceLogs>,
+    (resource, resource_schema): ResourceRef<'_>,
+    (scope, scope_schema): ScopeRef<'_>,
+    log: opentelemetry_proto::tonic::logs::v1::LogRecord,
+) {
+    if !out
+        .last()
+        .is_some_and(|r| &r.resource == resource && &r.schema_url == resource_schema)
+    {
+        out.push(ResourceLogs {
+            resource: resource.clone(),
+            scope_logs: Vec::new(),
+            schema_url: resource_schema.clone(),
+        });
+    }
+    let Some(r) = out.last_mut() else { return };
+    if !r
+        .scope_logs
+        .last()
+        .is_some_and(|s| &s.scope == scope && &s.schema_url == scope_schema)
+    {
+        r.scope_logs.push(ScopeLogs {
+            scope: scope.clone(),
+            log_records: Vec::new(),
+            schema_url: scope_schema.clone(),
+        });
+    }
+    if let Some(s) = r.scope_logs.last_mut() {
+        s.log_records.push(log);
+    }
+}

@@ -1,0 +1,136 @@
+//! The Kafka exporter: produces OTLP export requests (protobuf or JSON) to one topic per signal
+//! with an idempotent `acks=all` producer (librdkafka through `rdkafka`).
+//!
+//! Batches that arrive still encoded are packed into messages without a decode; messages never
+//! exceed `max_message_bytes`. With `partition_by_trace_id`, every trace becomes its own message
+//! keyed by its trace id, so a trace stays in one partition. A batch counts as sent when the broker
+//! acknowledged every message of it; a failed batch is retried whole (at-least-once: a retry may
+//! repeat messages that had already landed).
+
+pub mod messages;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use sluice_config::KafkaExporterConfig;
+use sluice_core::{BoxFuture, Delivered, ExportError, Exporter, Telemetry};
+use std::time::Duration;
+
+/// Errors building the producer.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaExporterError {
+    /// librdkafka refused the configuration.
+    #[error("invalid Kafka producer configuration: {0}")]
+    Config(#[from] KafkaError),
+}
+
+/// Produces batches to Kafka.
+pub struct KafkaExporter {
+    producer: FutureProducer,
+    cfg: KafkaExporterConfig,
+}
+
+/// Bytes a record adds around its value (headers, key, batch framing), kept free below the
+/// broker's `message.max.bytes`.
+const RECORD_OVERHEAD: u64 = 64 * 1024;
+
+impl KafkaExporter {
+    /// Builds the producer; it connects lazily, so brokers that are down at start only delay data.
+    pub fn new(cfg: &KafkaExporterConfig) -> Result<Self, KafkaExporterError> {
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", cfg.brokers.join(","))
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", cfg.compression.as_str())
+            .set(
+                "message.max.bytes",
+                (cfg.max_message_bytes.0 + RECORD_OVERHEAD).to_string(),
+            )
+            .set(
+                "message.timeout.ms",
+                cfg.timeout.0.as_millis().max(1).to_string(),
+            )
+            .set("linger.ms", "5")
+            // Sluice's own queue holds the backlog; librdkafka's only smooths sending (its 1 GiB
+            // default would hide back-pressure and inflate memory).
+            .set("queue.buffering.max.kbytes", "32768");
+        for (k, v) in &cfg.producer {
+            client.set(k, v);
+        }
+        Ok(Self {
+            producer: client.create()?,
+            cfg: cfg.clone(),
+        })
+    }
+}
+
+/// Maps a delivery error to what the worker should do.
+fn classify(e: &KafkaError) -> ExportError {
+    let msg = format!("Kafka: {e}");
+    match e.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::QueueFull) => ExportError::throttled(msg),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::InvalidTopic,
+        ) => ExportError::permanent(msg),
+        Some(RDKafkaErrorCode::ThrottlingQuotaExceeded) => ExportError::throttled(msg),
+        _ => ExportError::retryable(msg),
+    }
+}
+
+impl Exporter for KafkaExporter {
+    fn needs_decoded(&self) -> bool {
+        false
+    }
+
+    fn export<'a>(&'a self, batch: &'a Telemetry) -> BoxFuture<'a, Result<Delivered, ExportError>> {
+        Box::pin(async move {
+            let split = messages::messages(
+                batch,
+                self.cfg.encoding,
+                self.cfg.max_message_bytes.as_usize(),
+                self.cfg.partition_by_trace_id,
+            )
+            .map_err(|e| ExportError::permanent(format!("cannot encode batch: {e}")))?;
+            if split.oversize > 0 {
+                tracing::error!(
+                    items = split.oversize,
+                    max_message_bytes = self.cfg.max_message_bytes.0,
+                    "items larger than max_message_bytes on their own cannot be produced"
+                );
+            }
+            let topic = self.cfg.topics.of(batch.signal());
+            let sends = split.messages.iter().map(|m| {
+                let mut record = FutureRecord::<str, [u8]>::to(topic).payload(&m.value[..]);
+                if let Some(k) = &m.key {
+                    record = record.key(k.as_str());
+                }
+                // Waiting for room in librdkafka's queue is back-pressure, not failure.
+                self.producer.send(record, Duration::from_secs(5))
+            });
+            let results = futures::future::join_all(sends).await;
+            if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
+                return Err(classify(&e.0));
+            }
+            Ok(Delivered {
+                rejected: split.oversize,
+            })
+        })
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, Result<(), ExportError>> {
+        Box::pin(async move {
+            let producer = self.producer.clone();
+            tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10)))
+                .await
+                .map_err(|e| ExportError::permanent(format!("flush task failed: {e}")))?
+                .map_err(|e| classify(&e))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

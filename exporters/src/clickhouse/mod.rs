@@ -9,7 +9,6 @@ pub mod rows;
 pub mod schema;
 
 use clickhouse::{Client, Compression, Row, RowOwned, RowWrite};
-use serde::Serialize;
 use sluice_config::{ChCompression, ClickhouseExporterConfig};
 use sluice_core::{BoxFuture, Delivered, ExportError, Exporter, Telemetry};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -117,12 +116,13 @@ impl ClickhouseExporter {
         Ok(())
     }
 
-    /// Streams rows that borrow from the batch into one `INSERT` (nothing is built up front).
-    async fn insert_iter<'r, T, I>(&self, table: &str, rows: I) -> Result<(), ExportError>
+    /// Streams rows into one `INSERT` (nothing is built up front): rows that borrow from the
+    /// batch, or references to owned rows.
+    async fn insert<'r, T, I, B>(&self, table: &str, rows: I) -> Result<(), ExportError>
     where
         T: Row + RowWrite,
-        I: Iterator<Item = T::Value<'r>> + Send,
-        T::Value<'r>: Send,
+        I: Iterator<Item = B> + Send,
+        B: std::borrow::Borrow<T::Value<'r>> + Send,
     {
         let mut rows = rows.peekable();
         if rows.peek().is_none() {
@@ -136,29 +136,16 @@ impl ClickhouseExporter {
             .map_err(classify)?
             .with_timeouts(timeout, timeout);
         for row in rows {
-            insert.write(&row).await.map_err(classify)?;
+            insert.write(row.borrow()).await.map_err(classify)?;
         }
         insert.end().await.map_err(classify)
     }
 
-    async fn insert<T>(&self, table: &str, rows: &[T]) -> Result<(), ExportError>
+    async fn insert_owned<T>(&self, table: &str, rows: &[T]) -> Result<(), ExportError>
     where
-        T: Row + RowOwned + RowWrite + Serialize + for<'a> Row<Value<'a> = T>,
+        T: RowOwned + RowWrite + Sync,
     {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let timeout = Some(self.cfg.timeout.0);
-        let mut insert = self
-            .client
-            .insert::<T>(table)
-            .await
-            .map_err(classify)?
-            .with_timeouts(timeout, timeout);
-        for row in rows {
-            insert.write(row).await.map_err(classify)?;
-        }
-        insert.end().await.map_err(classify)
+        self.insert::<T, _, _>(table, rows.iter()).await
     }
 }
 
@@ -169,22 +156,26 @@ impl Exporter for ClickhouseExporter {
             let t = &self.cfg.tables;
             let result = match batch {
                 Telemetry::Traces(r) => {
-                    self.insert_iter::<rows::SpanRow<'static>, _>(&t.traces, rows::span_rows(r))
+                    self.insert::<rows::SpanRow<'static>, _, _>(&t.traces, rows::span_rows(r))
                         .await
                 }
                 Telemetry::Logs(r) => {
-                    self.insert_iter::<rows::LogRow<'static>, _>(&t.logs, rows::log_rows(r))
+                    self.insert::<rows::LogRow<'static>, _, _>(&t.logs, rows::log_rows(r))
                         .await
                 }
-                Telemetry::Profiles(r) => self.insert(&t.profiles, &rows::profile_rows(r)).await,
+                Telemetry::Profiles(r) => {
+                    let p = rows::profile_rows(r);
+                    self.insert_owned(&t.profiles, &p).await
+                }
                 Telemetry::Metrics(r) => {
                     let m = rows::metric_rows(r);
-                    self.insert(&t.metrics_gauge, &m.gauge).await?;
-                    self.insert(&t.metrics_sum, &m.sum).await?;
-                    self.insert(&t.metrics_histogram, &m.histogram).await?;
-                    self.insert(&t.metrics_exp_histogram, &m.exp_histogram)
+                    self.insert_owned(&t.metrics_gauge, &m.gauge).await?;
+                    self.insert_owned(&t.metrics_sum, &m.sum).await?;
+                    self.insert_owned(&t.metrics_histogram, &m.histogram)
                         .await?;
-                    self.insert(&t.metrics_summary, &m.summary).await
+                    self.insert_owned(&t.metrics_exp_histogram, &m.exp_histogram)
+                        .await?;
+                    self.insert_owned(&t.metrics_summary, &m.summary).await
                 }
                 // The worker decodes batches first (needs_decoded).
                 Telemetry::Encoded(_) => Err(ExportError::permanent(

@@ -187,112 +187,77 @@ fn cut(
     }
 }
 
+/// Halves one OTLP request type: its resources, their scopes, then the scopes' item lists.
+macro_rules! halve_request {
+    ($r:expr, $variant:ident, $req:ident, $resources:ident, $Resource:ident, $scopes:ident, $Scope:ident, $items:ident) => {{
+        let (a, b) = halve_top(
+            $r.$resources,
+            |r| r.$scopes.iter().map(|s| s.$items.len()).sum(),
+            |mut r, n| {
+                let (head, tail) = halve_nested(
+                    std::mem::take(&mut r.$scopes),
+                    |s| s.$items.len(),
+                    |mut s, n| {
+                        let other = $Scope {
+                            $items: s.$items.split_off(n),
+                            scope: s.scope.clone(),
+                            schema_url: s.schema_url.clone(),
+                        };
+                        (s, other)
+                    },
+                    n,
+                );
+                let other = $Resource {
+                    $scopes: tail,
+                    resource: r.resource.clone(),
+                    schema_url: r.schema_url.clone(),
+                };
+                r.$scopes = head;
+                (r, other)
+            },
+        )?;
+        Some((
+            Telemetry::$variant($req { $resources: a }),
+            Telemetry::$variant($req { $resources: b }),
+        ))
+    }};
+}
+
 /// Splits a request into two with about half the items each; `None` when it holds a single item
-/// (or is a profile request, whose samples share one dictionary).
+/// (or is a profile request, whose samples share one dictionary). Metrics are cut between metrics:
+/// a metric's data points stay together.
 pub fn halve(t: Telemetry) -> Option<(Telemetry, Telemetry)> {
     match t {
-        Telemetry::Traces(r) => {
-            let (a, b) = halve_top(
-                r.resource_spans,
-                |rs| rs.scope_spans.iter().map(|s| s.spans.len()).sum(),
-                |mut rs, n| {
-                    let (head, tail) = halve_nested(
-                        std::mem::take(&mut rs.scope_spans),
-                        |ss| ss.spans.len(),
-                        |mut ss, n| {
-                            let other = ScopeSpans {
-                                spans: ss.spans.split_off(n),
-                                scope: ss.scope.clone(),
-                                schema_url: ss.schema_url.clone(),
-                            };
-                            (ss, other)
-                        },
-                        n,
-                    );
-                    let other = ResourceSpans {
-                        scope_spans: tail,
-                        resource: rs.resource.clone(),
-                        schema_url: rs.schema_url.clone(),
-                    };
-                    rs.scope_spans = head;
-                    (rs, other)
-                },
-            )?;
-            Some((
-                Telemetry::Traces(ExportTraceServiceRequest { resource_spans: a }),
-                Telemetry::Traces(ExportTraceServiceRequest { resource_spans: b }),
-            ))
-        }
-        Telemetry::Logs(r) => {
-            let (a, b) = halve_top(
-                r.resource_logs,
-                |rl| rl.scope_logs.iter().map(|s| s.log_records.len()).sum(),
-                |mut rl, n| {
-                    let (head, tail) = halve_nested(
-                        std::mem::take(&mut rl.scope_logs),
-                        |sl| sl.log_records.len(),
-                        |mut sl, n| {
-                            let other = ScopeLogs {
-                                log_records: sl.log_records.split_off(n),
-                                scope: sl.scope.clone(),
-                                schema_url: sl.schema_url.clone(),
-                            };
-                            (sl, other)
-                        },
-                        n,
-                    );
-                    let other = ResourceLogs {
-                        scope_logs: tail,
-                        resource: rl.resource.clone(),
-                        schema_url: rl.schema_url.clone(),
-                    };
-                    rl.scope_logs = head;
-                    (rl, other)
-                },
-            )?;
-            Some((
-                Telemetry::Logs(ExportLogsServiceRequest { resource_logs: a }),
-                Telemetry::Logs(ExportLogsServiceRequest { resource_logs: b }),
-            ))
-        }
-        Telemetry::Metrics(r) => {
-            // Cut between metrics (a metric's data points stay together).
-            let (a, b) = halve_top(
-                r.resource_metrics,
-                |rm| rm.scope_metrics.iter().map(|s| s.metrics.len()).sum(),
-                |mut rm, n| {
-                    let (head, tail) = halve_nested(
-                        std::mem::take(&mut rm.scope_metrics),
-                        |sm| sm.metrics.len(),
-                        |mut sm, n| {
-                            let rest = sm.metrics.split_off(n);
-                            let other = ScopeMetrics {
-                                metrics: rest,
-                                scope: sm.scope.clone(),
-                                schema_url: sm.schema_url.clone(),
-                            };
-                            (sm, other)
-                        },
-                        n,
-                    );
-                    let other = ResourceMetrics {
-                        scope_metrics: tail,
-                        resource: rm.resource.clone(),
-                        schema_url: rm.schema_url.clone(),
-                    };
-                    rm.scope_metrics = head;
-                    (rm, other)
-                },
-            )?;
-            Some((
-                Telemetry::Metrics(ExportMetricsServiceRequest {
-                    resource_metrics: a,
-                }),
-                Telemetry::Metrics(ExportMetricsServiceRequest {
-                    resource_metrics: b,
-                }),
-            ))
-        }
+        Telemetry::Traces(r) => halve_request!(
+            r,
+            Traces,
+            ExportTraceServiceRequest,
+            resource_spans,
+            ResourceSpans,
+            scope_spans,
+            ScopeSpans,
+            spans
+        ),
+        Telemetry::Logs(r) => halve_request!(
+            r,
+            Logs,
+            ExportLogsServiceRequest,
+            resource_logs,
+            ResourceLogs,
+            scope_logs,
+            ScopeLogs,
+            log_records
+        ),
+        Telemetry::Metrics(r) => halve_request!(
+            r,
+            Metrics,
+            ExportMetricsServiceRequest,
+            resource_metrics,
+            ResourceMetrics,
+            scope_metrics,
+            ScopeMetrics,
+            metrics
+        ),
         Telemetry::Profiles(_) | Telemetry::Encoded(_) => None,
     }
 }

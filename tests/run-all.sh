@@ -7,13 +7,6 @@ cd "$(dirname "$0")/.."
 start=$(date +%s)
 step() { printf '\n== %s (%ss)\n' "$1" "$(( $(date +%s) - start ))"; }
 
-# The Kafka broker for the tests (tansu, built from crates.io once per machine, ~7 min on 2 cores)
-# builds in the background while the project compiles and the Python environment installs.
-kafka_log=$(mktemp)
-bash tests/kafka/setup.sh > "$kafka_log" 2>&1 &
-kafka_setup=$!
-trap 'pkill -P "$kafka_setup" 2>/dev/null; kill "$kafka_setup" 2>/dev/null; rm -f "$kafka_log"' EXIT
-
 step "toolchain components"
 if command -v rustup >/dev/null 2>&1; then
   rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
@@ -37,12 +30,7 @@ step "Python test environment (OpenTelemetry SDK, chDB for a real ClickHouse eng
 bash tests/setup.sh
 
 step "Kafka broker for the Kafka exporter tests and benchmark (tansu from crates.io, built once per machine)"
-if ! wait "$kafka_setup"; then
-  cat "$kafka_log" >&2
-  echo "run-all: building the Kafka broker (tests/kafka/setup.sh) failed" >&2
-  exit 1
-fi
-cat "$kafka_log"
+bash tests/kafka/setup.sh
 
 step "cargo test (unit + Rust end-to-end against $SLUICE_BIN)"
 cargo test --workspace --locked

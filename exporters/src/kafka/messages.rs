@@ -9,10 +9,8 @@ use bytes::{Bytes, BytesMut};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, ScopeMetrics};
-use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use sluice_config::KafkaEncoding;
 use sluice_core::{Encoded, Telemetry, TelemetryError};
@@ -305,139 +303,100 @@ fn halve_top<T>(
     Some(halve_nested(list, count, cut, total / 2))
 }
 
+/// Groups one OTLP request type by trace id, keeping each item under its resource and scope. A
+/// group opens a new resource (or scope) entry only when the item's differs from the last one it
+/// appended under: same position in the input means the same entry, no comparison needed.
+macro_rules! group_by_trace {
+    ($r:expr, $variant:ident, $Req:ident, $resources:ident, $Resource:ident, $scopes:ident, $Scope:ident, $items:ident) => {{
+        // Per trace id, in order of first appearance: its request and the input position
+        // (resource, scope) it last appended under.
+        let mut groups: Vec<(Vec<u8>, $Req, (usize, usize))> = Vec::new();
+        let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
+        for (ri, r) in $r.$resources.into_iter().enumerate() {
+            let $Resource {
+                resource,
+                $scopes: scopes,
+                schema_url,
+            } = r;
+            for (si, s) in scopes.into_iter().enumerate() {
+                let $Scope {
+                    scope,
+                    $items: items,
+                    schema_url: scope_schema,
+                } = s;
+                for item in items {
+                    let g = *index.entry(item.trace_id.clone()).or_insert_with(|| {
+                        groups.push((item.trace_id.clone(), $Req::default(), (usize::MAX, 0)));
+                        groups.len() - 1
+                    });
+                    let (_, req, last) = &mut groups[g];
+                    if last.0 != ri
+                        && !req
+                            .$resources
+                            .last()
+                            .is_some_and(|r| r.resource == resource && r.schema_url == schema_url)
+                    {
+                        req.$resources.push($Resource {
+                            resource: resource.clone(),
+                            $scopes: Vec::new(),
+                            schema_url: schema_url.clone(),
+                        });
+                    }
+                    let Some(r) = req.$resources.last_mut() else {
+                        continue;
+                    };
+                    if *last != (ri, si)
+                        && !r
+                            .$scopes
+                            .last()
+                            .is_some_and(|s| s.scope == scope && s.schema_url == scope_schema)
+                    {
+                        r.$scopes.push($Scope {
+                            scope: scope.clone(),
+                            $items: Vec::new(),
+                            schema_url: scope_schema.clone(),
+                        });
+                    }
+                    *last = (ri, si);
+                    if let Some(s) = r.$scopes.last_mut() {
+                        s.$items.push(item);
+                    }
+                }
+            }
+        }
+        groups
+            .into_iter()
+            .map(|(id, req, _)| {
+                let key = (!id.is_empty()).then(|| const_hex::encode(&id));
+                (key, Telemetry::$variant(req))
+            })
+            .collect()
+    }};
+}
+
 /// One request per trace id (log records without one share a request with no key).
 fn by_trace_id(t: Telemetry) -> Vec<(Option<String>, Telemetry)> {
-    let mut order: Vec<Option<Vec<u8>>> = Vec::new();
     match t {
-        Telemetry::Traces(r) => {
-            let mut groups: HashMap<Vec<u8>, ExportTraceServiceRequest> = HashMap::new();
-            for rs in r.resource_spans {
-                for ss in rs.scope_spans {
-                    for span in ss.spans {
-                        let g = groups.entry(span.trace_id.clone()).or_insert_with(|| {
-                            order.push(Some(span.trace_id.clone()));
-                            ExportTraceServiceRequest::default()
-                        });
-                        push_grouped(
-                            &mut g.resource_spans,
-                            &rs.resource,
-                            &rs.schema_url,
-                            &ss.scope,
-                            &ss.schema_url,
-                            span,
-                        );
-                    }
-                }
-            }
-            order
-                .into_iter()
-                .flatten()
-                .filter_map(|id| {
-                    let g = groups.remove(&id)?;
-                    Some((Some(const_hex::encode(&id)), Telemetry::Traces(g)))
-                })
-                .collect()
-        }
-        Telemetry::Logs(r) => {
-            let mut groups: HashMap<Vec<u8>, ExportLogsServiceRequest> = HashMap::new();
-            for rl in r.resource_logs {
-                for sl in rl.scope_logs {
-                    for log in sl.log_records {
-                        let g = groups.entry(log.trace_id.clone()).or_insert_with(|| {
-                            order.push(Some(log.trace_id.clone()));
-                            ExportLogsServiceRequest::default()
-                        });
-                        push_grouped_log(
-                            &mut g.resource_logs,
-                            (&rl.resource, &rl.schema_url),
-                            (&sl.scope, &sl.schema_url),
-                            log,
-                        );
-                    }
-                }
-            }
-            order
-                .into_iter()
-                .flatten()
-                .filter_map(|id| {
-                    let g = groups.remove(&id)?;
-                    let key = (!id.is_empty()).then(|| const_hex::encode(&id));
-                    Some((key, Telemetry::Logs(g)))
-                })
-                .collect()
-        }
+        Telemetry::Traces(r) => group_by_trace!(
+            r,
+            Traces,
+            ExportTraceServiceRequest,
+            resource_spans,
+            ResourceSpans,
+            scope_spans,
+            ScopeSpans,
+            spans
+        ),
+        Telemetry::Logs(r) => group_by_trace!(
+            r,
+            Logs,
+            ExportLogsServiceRequest,
+            resource_logs,
+            ResourceLogs,
+            scope_logs,
+            ScopeLogs,
+            log_records
+        ),
         other => vec![(None, other)],
-    }
-}
-
-/// Appends a span under its resource and scope, reusing the last ones when they are the same.
-fn push_grouped(
-    out: &mut Vec<ResourceSpans>,
-    resource: &Option<Resource>,
-    resource_schema: &str,
-    scope: &Option<InstrumentationScope>,
-    scope_schema: &str,
-    span: opentelemetry_proto::tonic::trace::v1::Span,
-) {
-    if !out
-        .last()
-        .is_some_and(|rs| &rs.resource == resource && rs.schema_url == resource_schema)
-    {
-        out.push(ResourceSpans {
-            resource: resource.clone(),
-            scope_spans: Vec::new(),
-            schema_url: resource_schema.to_owned(),
-        });
-    }
-    let Some(rs) = out.last_mut() else { return };
-    if !rs
-        .scope_spans
-        .last()
-        .is_some_and(|ss| &ss.scope == scope && ss.schema_url == scope_schema)
-    {
-        rs.scope_spans.push(ScopeSpans {
-            scope: scope.clone(),
-            spans: Vec::new(),
-            schema_url: scope_schema.to_owned(),
-        });
-    }
-    if let Some(ss) = rs.scope_spans.last_mut() {
-        ss.spans.push(span);
-    }
-}
-
-type ResourceRef<'a> = (&'a Option<Resource>, &'a String);
-type ScopeRef<'a> = (&'a Option<InstrumentationScope>, &'a String);
-
-fn push_grouped_log(
-    out: &mut Vec<ResourceLogs>,
-    (resource, resource_schema): ResourceRef<'_>,
-    (scope, scope_schema): ScopeRef<'_>,
-    log: opentelemetry_proto::tonic::logs::v1::LogRecord,
-) {
-    if !out
-        .last()
-        .is_some_and(|r| &r.resource == resource && &r.schema_url == resource_schema)
-    {
-        out.push(ResourceLogs {
-            resource: resource.clone(),
-            scope_logs: Vec::new(),
-            schema_url: resource_schema.clone(),
-        });
-    }
-    let Some(r) = out.last_mut() else { return };
-    if !r
-        .scope_logs
-        .last()
-        .is_some_and(|s| &s.scope == scope && &s.schema_url == scope_schema)
-    {
-        r.scope_logs.push(ScopeLogs {
-            scope: scope.clone(),
-            log_records: Vec::new(),
-            schema_url: scope_schema.clone(),
-        });
-    }
-    if let Some(s) = r.scope_logs.last_mut() {
-        s.log_records.push(log);
     }
 }

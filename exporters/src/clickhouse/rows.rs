@@ -69,10 +69,7 @@ pub fn attrs(kvs: &[KeyValue]) -> Attrs {
 }
 
 fn service_name(resource: Option<&Resource>) -> String {
-    resource
-        .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
-        .map(|kv| value_string(kv.value.as_ref()))
-        .unwrap_or_default()
+    value_string(service_value(resource).0)
 }
 
 fn hex(b: &[u8]) -> String {
@@ -125,6 +122,7 @@ impl Serialize for AttrMap<'_> {
 }
 
 /// An attribute value as the collector renders it, borrowed when it is a string.
+#[derive(Clone, Copy)]
 pub struct ValueStr<'a>(pub Option<&'a AnyValue>);
 
 impl Serialize for ValueStr<'_> {
@@ -231,6 +229,8 @@ pub struct SpanRow<'a> {
 pub fn span_rows(req: &ExportTraceServiceRequest) -> impl Iterator<Item = SpanRow<'_>> + Send {
     req.resource_spans.iter().flat_map(|rs| {
         let resource = rs.resource.as_ref();
+        // Looked up once per resource, not once per row.
+        let service = service_value(resource);
         rs.scope_spans.iter().flat_map(move |ss| {
             let scope = ss.scope.as_ref();
             ss.spans.iter().map(move |s| {
@@ -243,7 +243,7 @@ pub fn span_rows(req: &ExportTraceServiceRequest) -> impl Iterator<Item = SpanRo
                     TraceState: &s.trace_state,
                     SpanName: &s.name,
                     SpanKind: span_kind(s.kind),
-                    ServiceName: service_value(resource),
+                    ServiceName: service,
                     ResourceAttributes: resource_attrs(resource),
                     ScopeName: scope.map_or("", |sc| sc.name.as_str()),
                     ScopeVersion: scope.map_or("", |sc| sc.version.as_str()),
@@ -291,6 +291,8 @@ pub struct LogRow<'a> {
 pub fn log_rows(req: &ExportLogsServiceRequest) -> impl Iterator<Item = LogRow<'_>> + Send {
     req.resource_logs.iter().flat_map(|rl| {
         let resource = rl.resource.as_ref();
+        // Looked up once per resource, not once per row.
+        let service = service_value(resource);
         rl.scope_logs.iter().flat_map(move |sl| {
             let scope = sl.scope.as_ref();
             sl.log_records.iter().map(move |l| {
@@ -306,7 +308,7 @@ pub fn log_rows(req: &ExportLogsServiceRequest) -> impl Iterator<Item = LogRow<'
                     TraceFlags: (l.flags & 0xff) as u8,
                     SeverityText: &l.severity_text,
                     SeverityNumber: u8::try_from(l.severity_number).unwrap_or(0),
-                    ServiceName: service_value(resource),
+                    ServiceName: service,
                     Body: ValueStr(l.body.as_ref()),
                     ResourceSchemaUrl: &rl.schema_url,
                     ResourceAttributes: resource_attrs(resource),

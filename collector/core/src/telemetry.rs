@@ -70,17 +70,12 @@ impl Encoded {
         }
     }
 
-    /// The bodies, in order; their concatenation is the request.
-    pub fn chunks(&self) -> &[Bytes] {
-        &self.chunks
-    }
-
     /// Which signal the bodies carry.
     pub fn signal(&self) -> Signal {
         self.signal
     }
 
-    /// The bodies with the items each holds.
+    /// The bodies, in order, with the items each holds; their concatenation is the request.
     pub fn chunks_with_items(&self) -> impl Iterator<Item = (&Bytes, u64)> {
         self.chunks.iter().zip(self.chunk_items.iter().copied())
     }

@@ -75,7 +75,27 @@ otlp_service!(
 struct Server<S> {
     ingest: Ingest,
     max_request_size: usize,
+    /// Request encodings taken (gzip, zstd) and the one responses may use (gzip), set up once.
+    accept: EnabledCompressionEncodings,
+    send: EnabledCompressionEncodings,
     _service: PhantomData<fn() -> S>,
+}
+
+impl<S> Server<S> {
+    fn new(ingest: &Ingest, max_request_size: usize) -> Self {
+        let mut accept = EnabledCompressionEncodings::default();
+        accept.enable(CompressionEncoding::Gzip);
+        accept.enable(CompressionEncoding::Zstd);
+        let mut send = EnabledCompressionEncodings::default();
+        send.enable(CompressionEncoding::Gzip);
+        Self {
+            ingest: ingest.clone(),
+            max_request_size,
+            accept,
+            send,
+            _service: PhantomData,
+        }
+    }
 }
 
 impl<S> Clone for Server<S> {
@@ -83,6 +103,8 @@ impl<S> Clone for Server<S> {
         Self {
             ingest: self.ingest.clone(),
             max_request_size: self.max_request_size,
+            accept: self.accept,
+            send: self.send,
             _service: PhantomData,
         }
     }
@@ -143,12 +165,7 @@ where
             ingest: self.ingest.clone(),
             signal: S::SIGNAL,
         };
-        let mut accept = EnabledCompressionEncodings::default();
-        accept.enable(CompressionEncoding::Gzip);
-        accept.enable(CompressionEncoding::Zstd);
-        let mut send = EnabledCompressionEncodings::default();
-        send.enable(CompressionEncoding::Gzip);
-        let max = self.max_request_size;
+        let (accept, send, max) = (self.accept, self.send, self.max_request_size);
         Box::pin(async move {
             let mut grpc = tonic::server::Grpc::new(BytesCodec)
                 .apply_compression_config(accept, send)
@@ -246,13 +263,6 @@ pub async fn serve(
     max_request_size: usize,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    fn server<S>(ingest: &Ingest, max_request_size: usize) -> Server<S> {
-        Server {
-            ingest: ingest.clone(),
-            max_request_size,
-            _service: PhantomData,
-        }
-    }
     let early = ingest.clone();
     let layer = tower::layer::layer_fn(move |inner| EarlyRefusals {
         inner,
@@ -262,16 +272,16 @@ pub async fn serve(
         .layer(layer)
         .add_routes(tonic::service::Routes::default());
     if ingest.accepts(Signal::Traces) {
-        router = router.add_service(server::<TraceSvc>(&ingest, max_request_size));
+        router = router.add_service(Server::<TraceSvc>::new(&ingest, max_request_size));
     }
     if ingest.accepts(Signal::Metrics) {
-        router = router.add_service(server::<MetricsSvc>(&ingest, max_request_size));
+        router = router.add_service(Server::<MetricsSvc>::new(&ingest, max_request_size));
     }
     if ingest.accepts(Signal::Logs) {
-        router = router.add_service(server::<LogsSvc>(&ingest, max_request_size));
+        router = router.add_service(Server::<LogsSvc>::new(&ingest, max_request_size));
     }
     if ingest.accepts(Signal::Profiles) {
-        router = router.add_service(server::<ProfilesSvc>(&ingest, max_request_size));
+        router = router.add_service(Server::<ProfilesSvc>::new(&ingest, max_request_size));
     }
     drop(ingest);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));

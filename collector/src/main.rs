@@ -1,17 +1,23 @@
-//! `sluice`: the binary's edge — CLI, logging, signals, start-up and graceful shutdown.
+//! `sluice`: the binary's edge — CLI, logging, signals, start-up, reloads and graceful shutdown.
 
 mod admin;
 mod pipeline;
+#[cfg(test)]
+mod registry_tests;
+mod reload;
 mod topology;
+mod watch;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use sluice_config::{Config, ConfigErrors};
+use sluice_core::component::{Registry, Resolved};
 use sluice_core::Metrics;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// glibc's allocator spent ~60% of the CPU in a decode-heavy profile (malloc_consolidate on
@@ -26,6 +32,10 @@ struct Cli {
     /// Configuration file (TOML). Without it, the embedded default runs: OTLP on 4317/4318 → ./sluice-data.
     #[arg(long, short = 'c', global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Reload when the configuration file changes (also a Kubernetes ConfigMap's `..data` swap).
+    /// SIGHUP and `POST /reload` on the admin server reload in any case.
+    #[arg(long)]
+    watch: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -40,28 +50,40 @@ enum Command {
     DefaultConfig,
 }
 
-fn load(path: Option<&PathBuf>) -> Result<Config, ConfigErrors> {
-    match path {
-        Some(p) => Config::load(p),
-        None => Config::embedded_default(),
-    }
+/// Every component kind this binary knows: one registration line per kind, in each crate.
+fn registry() -> Registry {
+    let mut r = Registry::default();
+    sluice_receivers::register(&mut r);
+    sluice_processors::register(&mut r);
+    sluice_exporters::register(&mut r);
+    r
+}
+
+/// Reads, parses and checks a configuration (the file, or the embedded default).
+fn load(registry: &Registry, path: Option<&PathBuf>) -> Result<Resolved, ConfigErrors> {
+    let cfg = match path {
+        Some(p) => Config::load(p)?,
+        None => Config::embedded_default()?,
+    };
+    registry.resolve(cfg)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Run) {
+    let registry = registry();
+    match cli.command.as_ref().unwrap_or(&Command::Run) {
         Command::DefaultConfig => {
             print!("{}", sluice_config::EMBEDDED_DEFAULT);
             ExitCode::SUCCESS
         }
-        Command::Validate => match load(cli.config.as_ref()) {
+        Command::Validate => match load(&registry, cli.config.as_ref()) {
             Ok(cfg) => {
                 println!(
                     "configuration is valid: {} receiver(s), {} processor(s), {} exporter(s), {} pipeline(s)",
                     cfg.receivers.len(),
                     cfg.processors.len(),
                     cfg.exporters.len(),
-                    cfg.pipelines.len()
+                    cfg.config.pipelines.len()
                 );
                 ExitCode::SUCCESS
             }
@@ -71,14 +93,14 @@ fn main() -> ExitCode {
             }
         },
         Command::Run => {
-            let cfg = match load(cli.config.as_ref()) {
+            let cfg = match load(&registry, cli.config.as_ref()) {
                 Ok(cfg) => cfg,
                 Err(errs) => {
                     eprintln!("{} configuration error(s):\n{errs}", errs.0.len());
                     return ExitCode::from(2);
                 }
             };
-            init_logging(&cfg.service.log_level);
+            init_logging(&cfg.config.service.log_level);
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -89,7 +111,11 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(run(cfg)) {
+            let source = reload::Source {
+                registry,
+                path: cli.config.clone(),
+            };
+            match rt.block_on(run(cfg, source, cli.watch)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -112,12 +138,15 @@ fn init_logging(level: &str) {
         .init();
 }
 
-async fn run(cfg: Config) -> Result<()> {
+async fn run(cfg: Resolved, source: reload::Source, watch: bool) -> Result<()> {
     let metrics = Metrics::new();
-    let mut topo = topology::Topology::start(&cfg, metrics.clone()).await?;
+    let (failures_tx, mut failures) = mpsc::unbounded_channel();
+    let admin_addr = cfg.config.service.admin;
+    let mut reloader = reload::Reloader::start(cfg, source, metrics.clone(), failures_tx)?;
     let ready = Arc::new(AtomicBool::new(false));
     let admin_stop = CancellationToken::new();
-    let admin_task = match cfg.service.admin {
+    let (reload_tx, mut reload_requests) = mpsc::channel::<admin::ReloadRequest>(4);
+    let admin_task = match admin_addr {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr.0)
                 .await
@@ -125,8 +154,9 @@ async fn run(cfg: Config) -> Result<()> {
             tracing::info!(%addr, "admin server listening");
             let app = admin::app(admin::Admin {
                 metrics: metrics.clone(),
-                status: topo.status(),
+                status: reloader.status(),
                 ready: ready.clone(),
+                reload: reload_tx,
             });
             let stop = admin_stop.clone();
             Some(tokio::spawn(async move {
@@ -137,15 +167,38 @@ async fn run(cfg: Config) -> Result<()> {
         }
         None => None,
     };
+    let (watch_tx, mut watch_events) = mpsc::channel::<()>(1);
+    let _watcher = match (watch, reloader.path()) {
+        (true, Some(path)) => Some(watch::Watcher::start(path, watch_tx)?),
+        (true, None) => {
+            tracing::warn!("--watch needs --config FILE; the embedded default never changes");
+            None
+        }
+        (false, _) => None,
+    };
+    let mut hangups = hangup_signal();
     ready.store(true, Ordering::Release);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "sluice started");
 
-    let failure = tokio::select! {
-        _ = shutdown_signal() => None,
-        r = topo.receiver_failed() => r.err(),
+    let failure = loop {
+        tokio::select! {
+            _ = shutdown_signal() => break None,
+            Some((name, why)) = failures.recv() => break Some(anyhow::anyhow!("receiver {name}: {why}")),
+            Some(()) = hangups.recv() => {
+                reloader.reload("SIGHUP");
+            }
+            Some(req) = reload_requests.recv() => {
+                let outcome = reloader.reload("admin");
+                let _ = req.reply.send(outcome);
+            }
+            Some(()) = watch_events.recv() => {
+                reloader.reload("file watch");
+            }
+        }
     };
     ready.store(false, Ordering::Release);
-    let lost = topo.shutdown(cfg.service.shutdown_timeout.0).await;
+    let timeout = reloader.shutdown_timeout();
+    let lost = reloader.into_topology().shutdown(timeout).await;
     admin_stop.cancel();
     if let Some(t) = admin_task {
         let _ = t.await;
@@ -161,6 +214,27 @@ async fn run(cfg: Config) -> Result<()> {
     }
     tracing::info!("sluice stopped");
     Ok(())
+}
+
+/// SIGHUP as a stream of reload requests (never fires where there is no SIGHUP).
+fn hangup_signal() -> mpsc::Receiver<()> {
+    let (tx, rx) = mpsc::channel(1);
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut s) => {
+            tokio::spawn(async move {
+                while s.recv().await.is_some() {
+                    tracing::info!("SIGHUP received: reloading the configuration");
+                    // A reload already pending covers this one too.
+                    let _ = tx.try_send(());
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP; reload with POST /reload"),
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
 }
 
 async fn shutdown_signal() {

@@ -1,55 +1,109 @@
-//! Builds the running graph from a validated config and tears it down in order:
-//! receivers stop accepting → pipelines flush → exporters drain, within the shutdown deadline.
+//! The running graph, built from a [`Resolved`] configuration and changed in place by
+//! [`Topology::apply`]: every component whose table did not change keeps running as it is
+//! (receivers keep their sockets and connections, exporters their queues, processors their state);
+//! new and changed ones are built first, and only when all of them built is anything swapped.
+//! Receivers route through [`Routes`], swapped whole; a replaced pipeline drains when its last
+//! sender is gone, and a replaced exporter starts exporting once its predecessor drained. Nothing
+//! here knows any component kind: the registry and the traits in `sluice_core::component` do.
 
-use crate::pipeline::{Pipeline, Step};
-use anyhow::{Context, Result};
+use crate::pipeline::Pipeline;
+use anyhow::Result;
+use arc_swap::ArcSwap;
 use serde_json::json;
-use sluice_config::{Config, ExporterConfig, ProcessorConfig, ReceiverConfig, Signal};
+use sluice_config::{ComponentTable, PipelineConfig, Section, Signal};
+use sluice_core::component::{
+    Decoded, ExporterContext, ExporterEntry, Listeners, ProcessorContext, ProcessorInstance,
+    Receiver, ReceiverContext, ReceiverError, Resolved,
+};
 use sluice_core::pipeline::PIPELINE_CHANNEL_REQUESTS;
 use sluice_core::{
-    spawn_exporter, Coalesce, DropReason, Exporter, ExporterQueue, LoadSignal, Metrics, PerSignal,
-    PipelineInput, PipelineSender, Processor,
+    spawn_exporter, DownstreamLoad, DropReason, Exporter, ExporterQueue, LoadSignal, Metrics,
+    PerSignal, PipelineInput, PipelineSender, Routes,
 };
-use sluice_exporters::{
-    BlackholeExporter, ClickhouseExporter, FileExporter, KafkaExporter, OtlpExporter,
-};
-use sluice_processors::sampler::AdaptiveSampler;
-use sluice_processors::{AttributesProcessor, Batcher};
-use sluice_receivers::{OtlpReceiver, PprofReceiver};
-
-/// A receiver with its sockets bound, not yet serving.
-enum Bound {
-    Otlp(OtlpReceiver),
-    Pprof(PprofReceiver),
-}
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// A running topology.
-pub struct Topology {
-    receivers: Vec<(
-        String,
-        JoinHandle<Result<(), sluice_receivers::otlp::OtlpError>>,
-    )>,
-    pipelines: Vec<JoinHandle<()>>,
-    exporters: Vec<(String, JoinHandle<()>)>,
-    receiver_shutdown: CancellationToken,
-    /// What `/status` and shutdown accounting read.
-    status: Arc<StatusInfo>,
-    metrics: Metrics,
+/// A receiver that stopped by itself (an error, or an end nobody asked for).
+pub type ReceiverFailure = (String, String);
+
+struct RunningExporter {
+    queue: ExporterQueue,
+    task: JoinHandle<()>,
 }
 
-/// What `/status` reports about the configured graph.
+struct RunningProcessor {
+    instance: Arc<dyn ProcessorInstance>,
+    downstream: DownstreamLoad,
+}
+
+struct RunningPipeline {
+    def: PipelineConfig,
+    sender: PipelineSender,
+    task: JoinHandle<()>,
+}
+
+struct RunningReceiver {
+    routes: Routes,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// Tasks of replaced or removed components that are still finishing their work.
+#[derive(Default)]
+struct Retired {
+    receivers: Vec<(String, JoinHandle<()>)>,
+    pipelines: Vec<(String, JoinHandle<()>)>,
+    exporters: Vec<(String, JoinHandle<()>)>,
+}
+
+impl Retired {
+    fn prune(&mut self) {
+        for list in [
+            &mut self.receivers,
+            &mut self.pipelines,
+            &mut self.exporters,
+        ] {
+            list.retain(|(_, h)| !h.is_finished());
+        }
+    }
+}
+
+/// What changed in one [`Topology::apply`].
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Changes {
+    /// Components built anew (added or changed), as `section.name`.
+    pub built: Vec<String>,
+    /// Components stopped (removed or changed).
+    pub stopped: Vec<String>,
+    /// Pipelines rebuilt.
+    pub pipelines: Vec<String>,
+}
+
+/// The running graph.
+pub struct Topology {
+    metrics: Metrics,
+    current: Option<Resolved>,
+    listeners: Listeners,
+    exporters: BTreeMap<String, RunningExporter>,
+    processors: BTreeMap<String, RunningProcessor>,
+    pipelines: BTreeMap<String, RunningPipeline>,
+    receivers: BTreeMap<String, RunningReceiver>,
+    retired: Retired,
+    failures: mpsc::UnboundedSender<ReceiverFailure>,
+}
+
+/// What `/status` reports about the running graph, rebuilt after every reload.
 pub struct StatusInfo {
     config: serde_json::Value,
     exporters: Vec<(String, Arc<LoadSignal>)>,
-    samplers: Vec<Arc<AdaptiveSampler>>,
+    processors: Vec<Arc<dyn ProcessorInstance>>,
     metrics: Metrics,
     pipelines: Vec<(String, Vec<Signal>)>,
-    exporter_names: Vec<String>,
+    /// The last reload, if any.
+    pub last_reload: Option<serde_json::Value>,
 }
 
 impl StatusInfo {
@@ -71,7 +125,7 @@ impl StatusInfo {
                 })
             })
             .collect();
-        let samplers: Vec<_> = self.samplers.iter().map(|s| s.status()).collect();
+        let samplers: Vec<_> = self.processors.iter().filter_map(|p| p.status()).collect();
         let pipelines: Vec<_> = self
             .pipelines
             .iter()
@@ -90,279 +144,430 @@ impl StatusInfo {
             "pipelines": pipelines,
             "exporters": exporters,
             "samplers": samplers,
+            "last_reload": self.last_reload,
         })
     }
-
-    /// Items still counted in pipeline and exporter queues, by component and signal.
-    fn still_queued(&self) -> Vec<(String, Signal, u64)> {
-        let gauge =
-            |g: prometheus_client::metrics::gauge::Gauge| u64::try_from(g.get()).unwrap_or(0);
-        let pipelines = self.pipelines.iter().flat_map(|(name, signals)| {
-            signals.iter().map(|s| {
-                (
-                    name.clone(),
-                    *s,
-                    gauge(self.metrics.pipeline_queue(name, *s)),
-                )
-            })
-        });
-        let exporters = self.exporter_names.iter().flat_map(|name| {
-            Signal::ALL.map(|s| (name.clone(), s, gauge(self.metrics.exporter_queue(name, s))))
-        });
-        pipelines
-            .chain(exporters)
-            .filter(|(_, _, n)| *n > 0)
-            .collect()
-    }
 }
 
-fn build_exporter(name: &str, cfg: &ExporterConfig) -> Result<Arc<dyn Exporter>> {
-    Ok(match cfg {
-        ExporterConfig::File(c) => {
-            Arc::new(FileExporter::new(c).with_context(|| {
-                format!("exporter {name}: cannot create directory {:?}", c.path)
-            })?)
-        }
-        ExporterConfig::Blackhole(c) => Arc::new(BlackholeExporter::new(c)),
-        ExporterConfig::Clickhouse(c) => Arc::new(ClickhouseExporter::new(c)),
-        ExporterConfig::Kafka(c) => {
-            Arc::new(KafkaExporter::new(c).with_context(|| format!("exporter {name}"))?)
-        }
-        ExporterConfig::Otlp(c) => {
-            Arc::new(OtlpExporter::new(c).with_context(|| format!("exporter {name}"))?)
-        }
-    })
-}
-
-fn used<'a>(
-    cfg: &'a Config,
-    pick: impl Fn(&'a sluice_config::PipelineConfig) -> &'a Vec<String>,
-) -> BTreeSet<&'a str> {
-    cfg.pipelines
+fn used(r: &Resolved, section: Section) -> BTreeSet<&str> {
+    r.config
+        .pipelines
         .values()
-        .flat_map(|p| pick(p).iter().map(String::as_str))
+        .flat_map(|p| p.names(section).iter().map(String::as_str))
         .collect()
 }
 
+/// A component a reload keeps running, or built anew but not started yet.
+enum Fresh<T> {
+    Keep,
+    New(T),
+}
+
+/// A new exporter: the writer and its settings.
+type NewExporter = (Arc<dyn Exporter>, Decoded<ExporterEntry>);
+/// A new receiver: bound, not serving, and the routes it will send through.
+type NewReceiver = (Box<dyn Receiver>, Routes);
+
 impl Topology {
-    /// Binds every socket and starts every task; fails without leaving anything running.
-    pub async fn start(cfg: &Config, metrics: Metrics) -> Result<Self> {
-        // Exporters first, so pipelines have somewhere to send.
-        let used_exporters = used(cfg, |p| &p.exporters);
-        let mut queues: BTreeMap<&str, ExporterQueue> = BTreeMap::new();
-        let mut exporters = Vec::new();
-        for (name, ecfg) in &cfg.exporters {
+    /// An empty topology; [`Topology::apply`] builds the first graph.
+    pub fn new(metrics: Metrics, failures: mpsc::UnboundedSender<ReceiverFailure>) -> Self {
+        Self {
+            metrics,
+            current: None,
+            listeners: Listeners::default(),
+            exporters: BTreeMap::new(),
+            processors: BTreeMap::new(),
+            pipelines: BTreeMap::new(),
+            receivers: BTreeMap::new(),
+            retired: Retired::default(),
+            failures,
+        }
+    }
+
+    /// Changes the running graph into `next`. Every new or changed component is built (sockets
+    /// bound, clients created) before anything running is touched; on error nothing changed.
+    pub fn apply(&mut self, next: Resolved) -> Result<Changes> {
+        let mut changes = Changes::default();
+        let old = self.current.take();
+        let same = |section: Section, name: &str, table: &ComponentTable| {
+            old.as_ref()
+                .and_then(|o| o.config.section(section).get(name))
+                .is_some_and(|t| t == table)
+        };
+        let result = self.build_and_swap(&next, &same, &mut changes);
+        match result {
+            Ok(()) => {
+                self.current = Some(next);
+                self.retired.prune();
+                Ok(changes)
+            }
+            Err(e) => {
+                self.current = old;
+                Err(e)
+            }
+        }
+    }
+
+    fn build_and_swap(
+        &mut self,
+        next: &Resolved,
+        same: &dyn Fn(Section, &str, &ComponentTable) -> bool,
+        changes: &mut Changes,
+    ) -> Result<()> {
+        // 1. Build everything new; nothing running is touched yet.
+        let used_exporters = used(next, Section::Exporters);
+        let mut exporters: BTreeMap<String, Fresh<NewExporter>> = BTreeMap::new();
+        for (name, dec) in &next.exporters {
             if !used_exporters.contains(name.as_str()) {
                 tracing::warn!(exporter = %name, "exporter is not used by any pipeline; not started");
                 continue;
             }
-            let exp = build_exporter(name, ecfg)?;
-            let (q, task) = spawn_exporter(
+            if same(Section::Exporters, name, &dec.table) && self.exporters.contains_key(name) {
+                exporters.insert(name.clone(), Fresh::Keep);
+                continue;
+            }
+            let ctx = ExporterContext {
                 name,
-                exp,
-                ecfg.queue(),
-                ecfg.retry(),
-                ecfg.max_concurrency(),
-                ecfg.coalesce().map(|(min_items, max_delay)| Coalesce {
-                    min_items,
-                    max_delay,
-                }),
-                &metrics,
-            );
-            queues.insert(name, q);
-            exporters.push((name.clone(), task));
+                metrics: &self.metrics,
+            };
+            let built = dec
+                .spec
+                .spec
+                .build(&ctx)
+                .map_err(|m| anyhow::anyhow!("exporter {name}: {m}"))?;
+            exporters.insert(name.clone(), Fresh::New((built, dec.clone())));
         }
-
-        let used_processors = used(cfg, |p| &p.processors);
-        let mut procs: BTreeMap<&str, Arc<dyn Processor>> = BTreeMap::new();
-        let mut samplers = Vec::new();
-        for (name, pcfg) in &cfg.processors {
+        let used_processors = used(next, Section::Processors);
+        let mut processors: BTreeMap<String, Fresh<RunningProcessor>> = BTreeMap::new();
+        for (name, dec) in &next.processors {
             if !used_processors.contains(name.as_str()) {
                 tracing::warn!(processor = %name, "processor is not used by any pipeline");
+                continue;
             }
-            match pcfg {
-                ProcessorConfig::Attributes(a) => {
-                    procs.insert(name, Arc::new(AttributesProcessor::new(a)));
-                }
-                ProcessorConfig::AdaptiveSampler(c) => {
-                    // The sampler watches every exporter downstream of every pipeline it is in.
-                    let downstream: BTreeSet<&str> = cfg
-                        .pipelines
-                        .values()
-                        .filter(|p| p.processors.contains(name))
-                        .flat_map(|p| p.exporters.iter().map(String::as_str))
-                        .collect();
-                    let loads = downstream
-                        .into_iter()
-                        .filter_map(|e| queues.get(e).map(|q| (e.to_owned(), q.load_signal())))
-                        .collect();
-                    let sampler = Arc::new(AdaptiveSampler::new(name, c, &metrics));
-                    // A fixed sampler needs the loop only to measure per-service rates for floors.
-                    if c.mode != sluice_config::SamplerMode::Fixed || c.per_service_floor.is_some()
-                    {
-                        sampler.spawn_control(loads, &metrics);
-                    }
-                    samplers.push(sampler.clone());
-                    procs.insert(name, sampler);
-                }
-                ProcessorConfig::Batch(_) => {}
+            if same(Section::Processors, name, &dec.table) && self.processors.contains_key(name) {
+                processors.insert(name.clone(), Fresh::Keep);
+                continue;
             }
-        }
-
-        let mut inputs: BTreeMap<&str, PipelineInput> = BTreeMap::new();
-        let mut pipelines = Vec::new();
-        let mut pipeline_info = Vec::new();
-        for (pname, p) in &cfg.pipelines {
-            let (tx, rx) = mpsc::channel(PIPELINE_CHANNEL_REQUESTS);
-            let queued = PerSignal::new(|s| metrics.pipeline_queue(pname, s));
-            let (mut before, mut batcher, mut after) = (Vec::new(), None, Vec::new());
-            for proc_name in &p.processors {
-                match &cfg.processors[proc_name] {
-                    ProcessorConfig::Batch(b) => batcher = Some(Batcher::new(b)),
-                    _ => {
-                        let step =
-                            Step::new(proc_name, procs[proc_name.as_str()].clone(), &metrics);
-                        if batcher.is_some() {
-                            after.push(step)
-                        } else {
-                            before.push(step)
-                        }
-                    }
-                }
-            }
-            let sender = PipelineSender::new(pname.clone(), tx, queued.clone());
-            for r in &p.receivers {
-                let input = inputs.entry(r.as_str()).or_default();
-                for s in &p.signals {
-                    input.add(*s, sender.clone());
-                }
-            }
-            drop(sender);
-            let pipeline = Pipeline {
-                name: pname.clone(),
-                rx,
-                before,
-                batcher,
-                after,
-                exporters: p
-                    .exporters
-                    .iter()
-                    .map(|e| queues[e.as_str()].clone())
-                    .collect(),
-                queued,
+            let downstream = DownstreamLoad::default();
+            let ctx = ProcessorContext {
+                name,
+                metrics: &self.metrics,
+                downstream: downstream.clone(),
             };
-            pipelines.push(tokio::spawn(pipeline.run()));
-            pipeline_info.push((pname.clone(), p.signals.clone()));
+            let instance = dec
+                .spec
+                .build(&ctx)
+                .map_err(|m| anyhow::anyhow!("processor {name}: {m}"))?;
+            processors.insert(
+                name.clone(),
+                Fresh::New(RunningProcessor {
+                    instance,
+                    downstream,
+                }),
+            );
         }
-
-        let status = Arc::new(StatusInfo {
-            config: config_summary(cfg),
-            exporters: queues
-                .iter()
-                .map(|(name, q)| ((*name).to_owned(), q.load_signal()))
-                .collect(),
-            samplers,
-            metrics: metrics.clone(),
-            pipelines: pipeline_info,
-            exporter_names: exporters.iter().map(|(name, _)| name.clone()).collect(),
-        });
-
-        let receiver_shutdown = CancellationToken::new();
-        let mut bound = Vec::new();
-        for (name, rcfg) in &cfg.receivers {
-            let Some(input) = inputs.remove(name.as_str()) else {
+        let used_receivers = used(next, Section::Receivers);
+        let mut listeners = Listeners::default();
+        listeners
+            .inherit(&self.listeners)
+            .map_err(|e| anyhow::anyhow!("cannot share a listening socket: {e}"))?;
+        let mut receivers: BTreeMap<String, Fresh<NewReceiver>> = BTreeMap::new();
+        for (name, dec) in &next.receivers {
+            if !used_receivers.contains(name.as_str()) {
                 tracing::warn!(receiver = %name, "receiver is not used by any pipeline; not started");
                 continue;
-            };
-            match rcfg {
-                ReceiverConfig::Otlp(o) => bound.push((
-                    name.clone(),
-                    Bound::Otlp(OtlpReceiver::bind(name, o, input, &metrics).await?),
-                )),
-                ReceiverConfig::Pprof(p) => bound.push((
-                    name.clone(),
-                    Bound::Pprof(PprofReceiver::bind(name, p, input, &metrics).await?),
-                )),
+            }
+            if same(Section::Receivers, name, &dec.table) && self.receivers.contains_key(name) {
+                receivers.insert(name.clone(), Fresh::Keep);
+                continue;
+            }
+            let routes: Routes = Arc::new(ArcSwap::from_pointee(PipelineInput::default()));
+            let mut ctx = ReceiverContext::new(name, routes.clone(), &self.metrics, &mut listeners);
+            let built = dec
+                .spec
+                .build(&mut ctx)
+                .map_err(|m| anyhow::anyhow!("receiver {name}: {m}"))?;
+            receivers.insert(name.clone(), Fresh::New((built, routes)));
+        }
+
+        // 2. Swap. Exporters first, so pipelines have somewhere to send.
+        let mut old_exporters = std::mem::take(&mut self.exporters);
+        for (name, fresh) in exporters {
+            match fresh {
+                Fresh::Keep => {
+                    if let Some(e) = old_exporters.remove(&name) {
+                        self.exporters.insert(name, e);
+                    }
+                }
+                Fresh::New((exporter, dec)) => {
+                    // A changed exporter exports only once its predecessor drained.
+                    let after = old_exporters.remove(&name).map(|old| {
+                        changes.stopped.push(format!("exporters.{name}"));
+                        old.task
+                    });
+                    let (queue, task) =
+                        spawn_exporter(&name, exporter, &dec.spec.delivery, after, &self.metrics);
+                    changes.built.push(format!("exporters.{name}"));
+                    self.exporters.insert(name, RunningExporter { queue, task });
+                }
             }
         }
-        // Everything is bound: only now start serving, so a failed start leaves nothing behind.
-        let receivers = bound
-            .into_iter()
-            .map(|(name, r)| {
-                let stop = receiver_shutdown.clone();
-                let task = match r {
-                    Bound::Otlp(r) => tokio::spawn(r.run(stop)),
-                    Bound::Pprof(r) => tokio::spawn(r.run(stop)),
-                };
-                (name, task)
-            })
-            .collect();
+        for (name, old) in old_exporters {
+            // Its queue closes once the pipelines that still hold it drained.
+            changes.stopped.push(format!("exporters.{name}"));
+            self.retired.exporters.push((name, old.task));
+        }
 
-        Ok(Self {
-            receivers,
-            pipelines,
+        let mut old_processors = std::mem::take(&mut self.processors);
+        for (name, fresh) in processors {
+            let p = match fresh {
+                Fresh::Keep => match old_processors.remove(&name) {
+                    Some(p) => p,
+                    None => continue,
+                },
+                Fresh::New(p) => {
+                    if old_processors.remove(&name).is_some() {
+                        changes.stopped.push(format!("processors.{name}"));
+                    }
+                    changes.built.push(format!("processors.{name}"));
+                    p
+                }
+            };
+            self.processors.insert(name, p);
+        }
+        for name in old_processors.into_keys() {
+            changes.stopped.push(format!("processors.{name}"));
+        }
+        // Every processor sees the loads of the exporters downstream of it, as of now.
+        for (name, p) in &self.processors {
+            let downstream: BTreeSet<&str> = next
+                .config
+                .pipelines
+                .values()
+                .filter(|pl| pl.processors.contains(name))
+                .flat_map(|pl| pl.exporters.iter().map(String::as_str))
+                .collect();
+            p.downstream.set(
+                downstream
+                    .into_iter()
+                    .filter_map(|e| {
+                        self.exporters
+                            .get(e)
+                            .map(|x| (e.to_owned(), x.queue.load_signal()))
+                    })
+                    .collect(),
+            );
+        }
+
+        // Pipelines: kept when neither their definition nor any component they use changed.
+        let built: BTreeSet<String> = changes.built.iter().cloned().collect();
+        let rebuilt = |section: &str, n: &str| built.contains(&format!("{section}.{n}"));
+        let mut old_pipelines = std::mem::take(&mut self.pipelines);
+        for (pname, def) in &next.config.pipelines {
+            let keep = old_pipelines.get(pname).is_some_and(|old| {
+                old.def == *def
+                    && !def.processors.iter().any(|n| rebuilt("processors", n))
+                    && !def.exporters.iter().any(|n| rebuilt("exporters", n))
+            });
+            if keep {
+                if let Some(p) = old_pipelines.remove(pname) {
+                    self.pipelines.insert(pname.clone(), p);
+                }
+                continue;
+            }
+            if let Some(old) = old_pipelines.remove(pname) {
+                // Drains once the receivers' routes no longer hold its sender.
+                self.retired.pipelines.push((pname.clone(), old.task));
+            }
+            changes.pipelines.push(pname.clone());
+            let running = self.start_pipeline(pname, def);
+            self.pipelines.insert(pname.clone(), running);
+        }
+        for (pname, old) in old_pipelines {
+            changes.pipelines.push(pname.clone());
+            self.retired.pipelines.push((pname, old.task));
+        }
+
+        // Receivers: new routes for everyone, then start the new ones and stop the old ones.
+        let mut inputs: BTreeMap<&str, PipelineInput> = BTreeMap::new();
+        for (pname, def) in &next.config.pipelines {
+            let Some(p) = self.pipelines.get(pname) else {
+                continue;
+            };
+            for r in &def.receivers {
+                let input = inputs.entry(r.as_str()).or_default();
+                for s in &def.signals {
+                    input.add(*s, p.sender.clone());
+                }
+            }
+        }
+        let mut old_receivers = std::mem::take(&mut self.receivers);
+        for (name, fresh) in receivers {
+            let input = inputs.remove(name.as_str()).unwrap_or_default();
+            match fresh {
+                Fresh::Keep => {
+                    if let Some(r) = old_receivers.remove(&name) {
+                        r.routes.store(Arc::new(input));
+                        self.receivers.insert(name, r);
+                    }
+                }
+                Fresh::New((receiver, routes)) => {
+                    if let Some(old) = old_receivers.remove(&name) {
+                        changes.stopped.push(format!("receivers.{name}"));
+                        old.stop.cancel();
+                        self.retired.receivers.push((name.clone(), old.task));
+                    }
+                    changes.built.push(format!("receivers.{name}"));
+                    routes.store(Arc::new(input));
+                    let stop = CancellationToken::new();
+                    let task = self.spawn_receiver(&name, receiver, stop.clone());
+                    self.receivers
+                        .insert(name, RunningReceiver { routes, stop, task });
+                }
+            }
+        }
+        for (name, old) in old_receivers {
+            changes.stopped.push(format!("receivers.{name}"));
+            old.stop.cancel();
+            self.retired.receivers.push((name, old.task));
+        }
+        let addrs: Vec<_> = next
+            .receivers
+            .iter()
+            .filter(|(n, _)| self.receivers.contains_key(*n))
+            .flat_map(|(_, d)| d.spec.addresses().into_iter().map(|(_, a)| a))
+            .collect();
+        listeners.retain(&addrs);
+        self.listeners = listeners;
+        Ok(())
+    }
+
+    fn start_pipeline(&self, pname: &str, def: &PipelineConfig) -> RunningPipeline {
+        let (tx, rx) = mpsc::channel(PIPELINE_CHANNEL_REQUESTS);
+        let queued = PerSignal::new(|s| self.metrics.pipeline_queue(pname, s));
+        let stages = def
+            .processors
+            .iter()
+            .filter_map(|n| self.processors.get(n).map(|p| p.instance.stage()))
+            .collect();
+        let exporters = def
+            .exporters
+            .iter()
+            .filter_map(|e| self.exporters.get(e).map(|x| x.queue.clone()))
+            .collect();
+        let pipeline = Pipeline {
+            name: pname.to_owned(),
+            rx,
+            stages,
             exporters,
-            receiver_shutdown,
-            status,
-            metrics,
+            queued: queued.clone(),
+        };
+        RunningPipeline {
+            def: def.clone(),
+            sender: PipelineSender::new(pname.to_owned(), tx, queued),
+            task: tokio::spawn(pipeline.run()),
+        }
+    }
+
+    fn spawn_receiver(
+        &self,
+        name: &str,
+        receiver: Box<dyn Receiver>,
+        stop: CancellationToken,
+    ) -> JoinHandle<()> {
+        let failures = self.failures.clone();
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            let result: Result<(), ReceiverError> = receiver.run(stop.clone()).await;
+            if stop.is_cancelled() {
+                if let Err(e) = result {
+                    tracing::error!(receiver = %name, error = %e, "receiver failed while stopping");
+                }
+                return;
+            }
+            let why = match result {
+                Ok(()) => "stopped unexpectedly".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            let _ = failures.send((name, why));
         })
     }
 
-    /// `/status` data.
-    pub fn status(&self) -> Arc<StatusInfo> {
-        self.status.clone()
-    }
-
-    /// Waits until a receiver stops on its own (an error) — normally never.
-    pub async fn receiver_failed(&mut self) -> Result<()> {
-        if self.receivers.is_empty() {
-            return std::future::pending().await;
-        }
-        let (res, idx, _) =
-            futures::future::select_all(self.receivers.iter_mut().map(|(_, h)| h)).await;
-        let (name, _) = self.receivers.remove(idx);
-        match res {
-            Ok(Ok(())) => anyhow::bail!("receiver {name} stopped unexpectedly"),
-            Ok(Err(e)) => Err(e.into()),
-            Err(e) => anyhow::bail!("receiver {name} crashed: {e}"),
+    /// `/status` data for the graph running now.
+    pub fn status(&self, last_reload: Option<serde_json::Value>) -> StatusInfo {
+        StatusInfo {
+            config: self
+                .current
+                .as_ref()
+                .map(config_summary)
+                .unwrap_or_default(),
+            exporters: self
+                .exporters
+                .iter()
+                .map(|(name, e)| (name.clone(), e.queue.load_signal()))
+                .collect(),
+            processors: self
+                .processors
+                .values()
+                .map(|p| p.instance.clone())
+                .collect(),
+            metrics: self.metrics.clone(),
+            pipelines: self
+                .current
+                .iter()
+                .flat_map(|c| &c.config.pipelines)
+                .map(|(n, p)| (n.clone(), p.signals.clone()))
+                .collect(),
+            last_reload,
         }
     }
 
     /// Graceful shutdown; returns the number of items that could not be delivered in time.
     pub async fn shutdown(self, deadline: std::time::Duration) -> u64 {
         let Self {
+            metrics,
+            current,
             receivers,
             pipelines,
             exporters,
-            receiver_shutdown,
-            status,
-            metrics,
+            mut retired,
+            processors,
+            listeners,
+            ..
         } = self;
+        drop(processors);
         let until = tokio::time::Instant::now() + deadline;
         tracing::info!("shutting down: receivers stop accepting");
-        receiver_shutdown.cancel();
-        for (name, h) in receivers {
-            match tokio::time::timeout_at(until, h).await {
-                Ok(Ok(Err(e))) => {
-                    tracing::error!(receiver = %name, error = %e, "receiver failed during shutdown")
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(receiver = %name, error = %e, "receiver task crashed")
-                }
-                Err(_) => {
-                    tracing::error!(receiver = %name, "receiver did not stop before the shutdown deadline")
-                }
-                Ok(Ok(Ok(()))) => {}
+        let mut routes = Vec::new();
+        for (name, r) in receivers {
+            r.stop.cancel();
+            routes.push(r.routes);
+            retired.receivers.push((name, r.task));
+        }
+        for (name, h) in retired.receivers {
+            if tokio::time::timeout_at(until, h).await.is_err() {
+                tracing::error!(receiver = %name, "receiver did not stop before the shutdown deadline");
             }
         }
+        drop(listeners);
+        // Dropping the routes drops the last senders: the pipelines drain.
+        drop(routes);
         tracing::info!("flushing pipelines and exporter queues");
         let mut lost_tasks = false;
-        for h in pipelines {
+        for (name, p) in pipelines {
+            drop(p.sender);
+            retired.pipelines.push((name, p.task));
+        }
+        for (_, h) in retired.pipelines {
             if tokio::time::timeout_at(until, h).await.is_err() {
                 lost_tasks = true;
             }
         }
-        for (name, h) in exporters {
+        for (name, e) in exporters {
+            drop(e.queue);
+            retired.exporters.push((name, e.task));
+        }
+        for (name, h) in retired.exporters {
             let abort = h.abort_handle();
             if tokio::time::timeout_at(until, h).await.is_err() {
                 tracing::error!(exporter = %name, "exporter did not drain before the shutdown deadline");
@@ -375,11 +580,13 @@ impl Topology {
         }
         // Whatever is still counted as queued is lost: say so in the books.
         let mut lost = 0u64;
-        for (component, signal, n) in status.still_queued() {
-            metrics
-                .dropped(&component, signal, DropReason::ShutdownTimeout)
-                .inc_by(n);
-            lost += n;
+        if let Some(cfg) = current {
+            for (component, signal, n) in still_queued(&metrics, &cfg) {
+                metrics
+                    .dropped(&component, signal, DropReason::ShutdownTimeout)
+                    .inc_by(n);
+                lost += n;
+            }
         }
         tracing::error!(
             items = lost,
@@ -389,18 +596,36 @@ impl Topology {
     }
 }
 
-fn config_summary(cfg: &Config) -> serde_json::Value {
-    let kinds = |m: BTreeMap<&String, &'static str>| -> serde_json::Value {
+/// Items still counted in pipeline and exporter queues, by component and signal.
+fn still_queued(metrics: &Metrics, cfg: &Resolved) -> Vec<(String, Signal, u64)> {
+    let gauge = |g: prometheus_client::metrics::gauge::Gauge| u64::try_from(g.get()).unwrap_or(0);
+    let pipelines = cfg.config.pipelines.iter().flat_map(|(name, p)| {
+        p.signals
+            .iter()
+            .map(|s| (name.clone(), *s, gauge(metrics.pipeline_queue(name, *s))))
+            .collect::<Vec<_>>()
+    });
+    let exporters = cfg.exporters.keys().flat_map(|name| {
+        Signal::ALL.map(|s| (name.clone(), s, gauge(metrics.exporter_queue(name, s))))
+    });
+    pipelines
+        .chain(exporters)
+        .filter(|(_, _, n)| *n > 0)
+        .collect()
+}
+
+fn config_summary(r: &Resolved) -> serde_json::Value {
+    let kinds = |m: Vec<(&String, &'static str)>| -> serde_json::Value {
         m.into_iter()
             .map(|(k, v)| (k.clone(), json!({"type": v})))
             .collect::<serde_json::Map<_, _>>()
             .into()
     };
     json!({
-        "receivers": kinds(cfg.receivers.iter().map(|(k, v)| (k, v.kind())).collect()),
-        "processors": kinds(cfg.processors.iter().map(|(k, v)| (k, v.kind())).collect()),
-        "exporters": kinds(cfg.exporters.iter().map(|(k, v)| (k, v.kind())).collect()),
-        "pipelines": cfg.pipelines.iter().map(|(k, p)| (k.clone(), json!({
+        "receivers": kinds(r.receivers.iter().map(|(k, v)| (k, v.kind)).collect()),
+        "processors": kinds(r.processors.iter().map(|(k, v)| (k, v.kind)).collect()),
+        "exporters": kinds(r.exporters.iter().map(|(k, v)| (k, v.kind)).collect()),
+        "pipelines": r.config.pipelines.iter().map(|(k, p)| (k.clone(), json!({
             "signals": p.signals, "receivers": p.receivers, "processors": p.processors, "exporters": p.exporters,
         }))).collect::<serde_json::Map<_, _>>(),
     })

@@ -69,6 +69,11 @@ impl Source {
         }
     }
 
+    /// The file name errors carry.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
     /// Builds an error at `path`, with the line of the deepest part of the path that exists.
     pub fn error_at(&self, path: &[Seg], message: impl Into<String>) -> ConfigError {
         let line = self.locate(path).map(|r| line_col(&self.text, r.start).0);

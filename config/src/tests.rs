@@ -30,45 +30,53 @@ processors = ["batch"]
 exporters = ["out"]
 "#;
 
-#[test]
-fn parses_a_good_config() {
-    let cfg = parse(GOOD).unwrap();
-    let ExporterConfig::Otlp(o) = &cfg.exporters["out"] else {
-        panic!()
-    };
-    assert_eq!(o.endpoint, "http://ch.example:4317");
-    assert_eq!(o.queue.max_items, 10);
-    assert_eq!(o.queue.when_full, WhenFull::Drop);
-    let ProcessorConfig::Batch(b) = &cfg.processors["batch"] else {
-        panic!()
-    };
-    assert_eq!(b.timeout.0, std::time::Duration::from_millis(50));
-    assert_eq!(b.max_items, 8192);
-}
-
-#[test]
-fn embedded_default_is_valid() {
-    Config::embedded_default().unwrap();
-}
-
 fn first_err(text: &str) -> ConfigError {
     parse(text).unwrap_err().0.remove(0)
 }
 
 #[test]
-fn unknown_key_names_key_and_line() {
-    let e = first_err(&GOOD.replace("timeout = \"50ms\"", "timeout = \"50ms\"\nmax_itemz = 3"));
-    assert_eq!(e.path.as_deref(), Some("processors.batch.max_itemz"), "{e}");
-    assert_eq!(e.line, Some(10), "{e}");
-    assert!(e.to_string().starts_with("test.toml:10:"), "{e}");
+fn keeps_component_tables_raw_and_interpolated() {
+    let cfg = parse(GOOD).unwrap();
+    let out = &cfg.exporters["out"];
+    assert_eq!(out.kind(), Some("otlp"));
+    assert_eq!(
+        out.0.get("endpoint").and_then(toml::Value::as_str),
+        Some("http://ch.example:4317")
+    );
+    assert_eq!(
+        cfg.pipelines["p"].signals,
+        vec![Signal::Traces, Signal::Logs]
+    );
 }
 
 #[test]
-fn bad_duration_names_path() {
-    let e = first_err(&GOOD.replace("\"50ms\"", "\"fifty\""));
-    assert_eq!(e.path.as_deref(), Some("processors.batch.timeout"), "{e}");
-    assert_eq!(e.line, Some(9));
-    assert!(e.message.contains("duration"), "{e}");
+fn equal_text_hashes_equal_and_a_change_does_not() {
+    let a = parse(GOOD).unwrap();
+    let b = parse(GOOD).unwrap();
+    let c = parse(&GOOD.replace("50ms", "60ms")).unwrap();
+    assert_eq!(a.hash(), b.hash());
+    assert_ne!(a.hash(), c.hash());
+}
+
+#[test]
+fn decode_errors_name_the_inner_key_and_line() {
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Batch {
+        timeout: HumanDuration,
+    }
+    let cfg =
+        parse(&GOOD.replace("timeout = \"50ms\"", "timeout = \"50ms\"\nmax_itemz = 3")).unwrap();
+    let mut table = cfg.processors["batch"].0.clone();
+    table.remove("type");
+    let base = [Seg::Key("processors".into()), Seg::Key("batch".into())];
+    let e = cfg
+        .decode::<Batch>(&base, toml::Value::Table(table))
+        .unwrap_err();
+    assert_eq!(e.path.as_deref(), Some("processors.batch.max_itemz"), "{e}");
+    assert_eq!(e.line, Some(10), "{e}");
+    assert!(e.to_string().starts_with("test.toml:10:"), "{e}");
 }
 
 #[test]
@@ -76,6 +84,13 @@ fn undefined_component_in_pipeline() {
     let e = first_err(&GOOD.replace("exporters = [\"out\"]", "exporters = [\"nope\"]"));
     assert_eq!(e.path.as_deref(), Some("pipelines.p.exporters[0]"), "{e}");
     assert_eq!(e.line, Some(20), "{e}");
+    assert!(e.message.contains("not defined"), "{e}");
+}
+
+#[test]
+fn listed_twice() {
+    let e = first_err(&GOOD.replace("exporters = [\"out\"]", "exporters = [\"out\", \"out\"]"));
+    assert_eq!(e.path.as_deref(), Some("pipelines.p.exporters[1]"), "{e}");
 }
 
 #[test]
@@ -86,15 +101,19 @@ fn missing_env_var() {
 }
 
 #[test]
-fn unknown_type() {
-    let e = first_err(&GOOD.replace("type = \"batch\"", "type = \"batchy\""));
-    assert!(e.message.contains("unknown type"), "{e}");
-    assert_eq!(e.line, Some(8), "{e}");
-}
-
-#[test]
 fn syntax_error_has_line() {
     let e = first_err("[receivers.otlp\ntype = 1\n");
     assert_eq!(e.line, Some(1), "{e}");
     assert!(e.message.contains("syntax"), "{e}");
+}
+
+#[test]
+fn unknown_top_level_key() {
+    let e = first_err(&format!("{GOOD}\n[extras]\nx = 1\n"));
+    assert!(e.message.contains("unknown field"), "{e}");
+}
+
+#[test]
+fn embedded_default_parses() {
+    Config::embedded_default().unwrap();
 }

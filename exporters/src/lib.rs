@@ -1,14 +1,16 @@
 //! Sluice exporters: OTLP/JSON files, a blackhole for tests and benchmarks, OTLP forwarding,
 //! ClickHouse and Kafka.
 
-pub mod blackhole;
-pub mod clickhouse;
-pub mod file;
-pub mod kafka;
-pub mod otlp;
+sluice_core::components! {
+    exporter blackhole::BlackholeExporterConfig,
+    exporter clickhouse::ClickhouseExporterConfig,
+    exporter file::FileExporterConfig,
+    exporter kafka::KafkaExporterConfig,
+    exporter otlp::OtlpExporterConfig,
+}
 
+pub use self::clickhouse::ClickhouseExporter;
+pub use self::kafka::KafkaExporter;
 pub use blackhole::BlackholeExporter;
-pub use clickhouse::ClickhouseExporter;
 pub use file::FileExporter;
-pub use kafka::KafkaExporter;
 pub use otlp::OtlpExporter;

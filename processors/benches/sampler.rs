@@ -11,10 +11,10 @@ use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
-use sluice_config::{SamplerConfig, SamplerMode};
 use sluice_core::{Metrics, Processor, Telemetry};
 use sluice_processors::sampler::threshold::Threshold;
 use sluice_processors::sampler::{decide_span, AdaptiveSampler, Decision};
+use sluice_processors::sampler::{SamplerConfig, SamplerMode};
 use std::hint::black_box;
 
 fn kv(k: &str, v: &str) -> KeyValue {

@@ -1,8 +1,10 @@
 //! Sluice processors: batching and attribute edits.
 
-pub mod attributes;
-pub mod batch;
-pub mod sampler;
+sluice_core::components! {
+    processor attributes::AttributesConfig,
+    processor batch::BatchConfig,
+    processor sampler::SamplerConfig,
+}
 
 pub use attributes::AttributesProcessor;
 pub use batch::Batcher;

@@ -1,7 +1,8 @@
 //! What both OTLP transports share: id checks, counting, handing data to pipelines.
 
 use prometheus_client::metrics::counter::Counter;
-use sluice_core::{Metrics, PerSignal, PipelineInput, SendError, Signal, Telemetry};
+use sluice_config::{ByteSize, HumanDuration};
+use sluice_core::{Metrics, PerSignal, Routes, SendError, Signal, Telemetry};
 use std::time::Duration;
 
 /// Items the receiver rejected while accepting the rest (OTLP partial success).
@@ -115,11 +116,21 @@ impl IngestError {
     }
 }
 
+/// Default `max_request_size` of the receivers: 16 MiB after decompression.
+pub(crate) fn default_max_request_size() -> ByteSize {
+    ByteSize::mib(16)
+}
+
+/// Default `accept_timeout` of the receivers: how long a request may wait for a full pipeline.
+pub(crate) fn default_accept_timeout() -> HumanDuration {
+    HumanDuration::from_secs(2)
+}
+
 /// A receiver's door into its pipelines.
 #[derive(Clone)]
 pub struct Ingest {
     name: String,
-    input: PipelineInput,
+    routes: Routes,
     timeout: Duration,
     metrics: Metrics,
     accepted: PerSignal<Counter>,
@@ -127,10 +138,10 @@ pub struct Ingest {
 
 impl Ingest {
     /// Builds the door for receiver `name`.
-    pub fn new(name: &str, input: PipelineInput, timeout: Duration, metrics: &Metrics) -> Self {
+    pub fn new(name: &str, routes: Routes, timeout: Duration, metrics: &Metrics) -> Self {
         Self {
             name: name.to_owned(),
-            input,
+            routes,
             timeout,
             metrics: metrics.clone(),
             accepted: PerSignal::new(|s| metrics.receiver_accepted(name, s)),
@@ -139,7 +150,7 @@ impl Ingest {
 
     /// Whether any pipeline takes `signal` (checked before decoding a body).
     pub fn accepts(&self, signal: Signal) -> bool {
-        self.input.accepts(signal)
+        self.routes.load().accepts(signal)
     }
 
     /// Counts a request refused before it could be decoded (its items are unknown: counted as 0
@@ -166,7 +177,9 @@ impl Ingest {
             tracing::debug!(receiver = %self.name, %signal, rejected = partial.rejected, "{}", partial.message);
         }
         let items = data.item_count();
-        match self.input.send(data, items, self.timeout).await {
+        // The routes as of now: a reload swaps them for later requests, this one finishes here.
+        let input = self.routes.load_full();
+        match input.send(data, items, self.timeout).await {
             Ok(()) => {
                 self.accepted.get(signal).inc_by(items);
                 Ok(partial)

@@ -2,8 +2,11 @@
 //! pipelines, and answer only once the data is accepted (or refused with a retryable status).
 
 pub mod ingest;
-pub mod otlp;
-pub mod pprof;
+
+sluice_core::components! {
+    receiver otlp::OtlpReceiverConfig,
+    receiver pprof::PprofReceiverConfig,
+}
 
 pub use otlp::OtlpReceiver;
 pub use pprof::PprofReceiver;

@@ -20,9 +20,10 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
-use sluice_config::{BatchConfig, ByteSize, HumanDuration, Signal};
+use sluice_config::{ByteSize, HumanDuration, Signal};
 use sluice_core::{Encoded, Telemetry};
 use sluice_loadgen::{traces, Rng, Shape};
+use sluice_processors::batch::BatchConfig;
 use sluice_processors::batch::Batcher;
 use std::hint::black_box;
 use tokio::time::Instant;
@@ -141,7 +142,7 @@ fn clickhouse_insert(c: &mut Criterion) {
         .build()
         .unwrap();
     let addr = rt.block_on(null_http_server());
-    let cfg: sluice_config::ClickhouseExporterConfig =
+    let cfg: sluice_exporters::clickhouse::ClickhouseExporterConfig =
         toml::from_str(&format!("endpoint = \"http://{addr}\"")).unwrap();
     let exporter = sluice_exporters::ClickhouseExporter::new(&cfg);
     let mut g = c.benchmark_group("clickhouse_insert");
@@ -163,8 +164,8 @@ fn clickhouse_insert(c: &mut Criterion) {
 }
 
 fn kafka_messages(c: &mut Criterion) {
-    use sluice_config::KafkaEncoding;
     use sluice_exporters::kafka::messages::messages;
+    use sluice_exporters::kafka::KafkaEncoding;
     let mut g = c.benchmark_group("kafka_messages");
     g.throughput(Throughput::Elements(40 * 100));
     let encoded = merged(true);

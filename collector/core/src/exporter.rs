@@ -6,7 +6,7 @@ use crate::metrics::{DropReason, FloatGauge, Metrics, PerSignal};
 use crate::telemetry::Telemetry;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use sluice_config::{QueueConfig, RetryConfig, Signal, WhenFull};
+use sluice_config::{DeliveryConfig, RetryConfig, Signal, WhenFull};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -88,6 +88,11 @@ pub trait Exporter: Send + Sync + 'static {
         true
     }
 
+    /// Whether (and how) queued batches are merged before export (ClickHouse wants big inserts).
+    fn coalesce(&self) -> Option<Coalesce> {
+        None
+    }
+
     /// Flushes and closes; called once after the queue drained.
     fn shutdown(&self) -> BoxFuture<'_, Result<(), ExportError>> {
         Box::pin(async { Ok(()) })
@@ -159,17 +164,19 @@ impl ExporterQueue {
 
 /// Starts the worker that drains an exporter's queue; it ends (after `shutdown`) once every
 /// [`ExporterQueue`] clone is dropped and the queue is empty.
+/// With `after`, the worker starts exporting only once that task ended (a reloaded exporter
+/// waits for its predecessor to drain, so two writers never share a backend's files or order).
 pub fn spawn_exporter(
     name: &str,
     exporter: Arc<dyn Exporter>,
-    queue: &QueueConfig,
-    retry: &RetryConfig,
-    max_concurrency: usize,
-    coalesce: Option<Coalesce>,
+    delivery: &DeliveryConfig,
+    after: Option<JoinHandle<()>>,
     metrics: &Metrics,
 ) -> (ExporterQueue, JoinHandle<()>) {
+    let (queue, retry, max_concurrency) =
+        (&delivery.queue, &delivery.retry, delivery.max_concurrency);
     let (tx, rx) = mpsc::unbounded_channel::<Queued>();
-    let mut rx = match coalesce {
+    let mut rx = match exporter.coalesce() {
         Some(c) => {
             let (ctx, crx) = mpsc::unbounded_channel::<Queued>();
             tokio::spawn(coalesce_queue(rx, ctx, c));
@@ -202,6 +209,9 @@ pub fn spawn_exporter(
     let retry = Arc::new(retry.clone());
     let name: Arc<str> = name.into();
     let task = tokio::spawn(async move {
+        if let Some(prev) = after {
+            let _ = prev.await;
+        }
         let mut arc = AdaptiveConcurrency::new(max_concurrency, tokio::time::Instant::now());
         let mut in_flight: JoinSet<Done> = JoinSet::new();
         // What each running export carries, so even a panicking one is accounted for.
@@ -453,19 +463,15 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_export_is_counted_as_dropped_and_frees_its_room() {
         let metrics = Metrics::new();
-        let queue = QueueConfig {
-            max_items: 100,
-            when_full: WhenFull::Block,
+        let delivery = DeliveryConfig {
+            queue: sluice_config::QueueConfig {
+                max_items: 100,
+                when_full: WhenFull::Block,
+            },
+            retry: RetryConfig::default(),
+            max_concurrency: 2,
         };
-        let (q, task) = spawn_exporter(
-            "p",
-            Arc::new(Panics),
-            &queue,
-            &RetryConfig::default(),
-            2,
-            None,
-            &metrics,
-        );
+        let (q, task) = spawn_exporter("p", Arc::new(Panics), &delivery, None, &metrics);
         let load = q.load_signal();
         assert!(q.enqueue(spans(60).data, 60).await);
         // 60 + 80 > 100: this only fits once the panicked export has given its room back.

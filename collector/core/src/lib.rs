@@ -1,22 +1,25 @@
 //! Sluice core: the data model ([`Telemetry`]), the component contracts, the channels between
 //! receivers, pipelines and exporters, and self-metrics. Every other crate builds on this one.
 
+pub mod component;
 pub mod concurrency;
 pub mod exporter;
 pub mod grpc_codec;
 pub mod load;
 pub mod metrics;
 pub mod pipeline;
+pub mod stage;
 pub mod telemetry;
 pub mod wire;
 
 pub use exporter::{
     spawn_exporter, BoxFuture, Coalesce, Delivered, ExportError, Exporter, ExporterQueue,
 };
-pub use load::LoadSignal;
+pub use load::{DownstreamLoad, LoadSignal};
 pub use metrics::{DropReason, Metrics, PerSignal};
-pub use pipeline::{Envelope, PipelineInput, PipelineSender, SendError};
+pub use pipeline::{Envelope, PipelineInput, PipelineSender, Routes, SendError};
 pub use sluice_config::Signal;
+pub use stage::{Stage, Stateless};
 pub use telemetry::{Encoded, Telemetry, TelemetryError};
 
 /// A synchronous, cheap transform applied to every request in a pipeline; `None` drops it whole.
@@ -28,5 +31,10 @@ pub trait Processor: Send + Sync + 'static {
     /// sampled out, by reason); otherwise the pipeline counts them as dropped (`filtered`).
     fn counts_own_drops(&self) -> bool {
         false
+    }
+
+    /// What `/status` shows about it, if anything (the sampler shows its probability and why).
+    fn status(&self) -> Option<serde_json::Value> {
+        None
     }
 }

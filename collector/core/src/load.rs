@@ -170,3 +170,23 @@ impl LoadSignal {
         self.throttled_until_ms.store(until, Ordering::Relaxed);
     }
 }
+
+/// The loads of the exporters downstream of a processor, by exporter name. The topology keeps it
+/// current across reloads; a processor that adapts to its backends reads it whenever it decides.
+#[derive(Debug, Clone, Default)]
+pub struct DownstreamLoad(Arc<arc_swap::ArcSwap<Loads>>);
+
+/// Exporter loads by exporter name.
+pub type Loads = Vec<(String, Arc<LoadSignal>)>;
+
+impl DownstreamLoad {
+    /// The exporters downstream now.
+    pub fn get(&self) -> Arc<Loads> {
+        self.0.load_full()
+    }
+
+    /// Replaces the list (topology only).
+    pub fn set(&self, loads: Loads) {
+        self.0.store(Arc::new(loads));
+    }
+}

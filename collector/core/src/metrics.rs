@@ -60,6 +60,7 @@ pub struct Metrics {
     sampler_sampled_out: Family<Labels, Counter>,
     sampler_input_rate: Family<Labels, FloatGauge>,
     exporter_concurrency: Family<Labels, Gauge>,
+    config_reload: Family<Labels, Counter>,
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
@@ -92,6 +93,12 @@ impl Metrics {
         let sampler_sampled_out = Family::<Labels, Counter>::default();
         let sampler_input_rate = Family::<Labels, FloatGauge>::default();
         let exporter_concurrency = Family::<Labels, Gauge>::default();
+        let config_reload = Family::<Labels, Counter>::default();
+        registry.register(
+            "sluice_config_reload",
+            "Configuration reloads, by result (success, failure)",
+            config_reload.clone(),
+        );
         registry.register(
             "sluice_exporter_concurrency_limit",
             "Requests an exporter may have in flight (adaptive concurrency)",
@@ -172,7 +179,15 @@ impl Metrics {
             sampler_sampled_out,
             sampler_input_rate,
             exporter_concurrency,
+            config_reload,
         }
+    }
+
+    /// `sluice_config_reload_total{result}`.
+    pub fn config_reload(&self, result: &str) -> Counter {
+        self.config_reload
+            .get_or_create(&labels(&[("result", result)]))
+            .clone()
     }
 
     /// Prometheus text exposition of everything.

@@ -7,6 +7,10 @@ use sluice_config::Signal;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// What a receiver sends through: the current routes, swapped whole by a reload while the
+/// receiver keeps its sockets. A request in flight finishes on the routes it loaded.
+pub type Routes = std::sync::Arc<arc_swap::ArcSwap<PipelineInput>>;
+
 /// Requests buffered per pipeline before receivers start waiting (then refusing).
 pub const PIPELINE_CHANNEL_REQUESTS: usize = 64;
 

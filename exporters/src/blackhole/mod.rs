@@ -1,6 +1,10 @@
 //! The blackhole exporter: accepts and forgets, optionally as slowly as a struggling backend.
 
-use sluice_config::BlackholeExporterConfig;
+pub mod config;
+
+pub use config::BlackholeExporterConfig;
+use sluice_core::component::{ExporterContext, ExporterKind, Problems};
+use std::sync::Arc;
 use sluice_core::{BoxFuture, Delivered, ExportError, Exporter, Telemetry};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -49,5 +53,24 @@ impl Exporter for BlackholeExporter {
             }
             Ok(Delivered::ALL)
         })
+    }
+}
+
+impl ExporterKind for BlackholeExporterConfig {
+    const TYPE: &'static str = "blackhole";
+
+    fn validate(&self, problems: &mut Problems) {
+        if let Some(r) = self.max_rate {
+            if !(r.is_finite() && r > 0.0) {
+                problems.at(
+                    "max_rate",
+                    format!("must be a positive number of items per second, got {r}"),
+                );
+            }
+        }
+    }
+
+    fn build(&self, _ctx: &ExporterContext<'_>) -> Result<Arc<dyn Exporter>, String> {
+        Ok(Arc::new(BlackholeExporter::new(self)))
     }
 }

@@ -9,8 +9,12 @@ pub mod rows;
 pub mod schema;
 
 use clickhouse::{Client, Compression, Row, RowOwned, RowWrite};
-use sluice_config::{ChCompression, ClickhouseExporterConfig};
-use sluice_core::{BoxFuture, Delivered, ExportError, Exporter, Telemetry};
+pub mod config;
+
+pub use config::{ChCompression, ChTables, ClickhouseExporterConfig};
+use sluice_core::component::{ExporterContext, ExporterKind, Problems};
+use std::sync::Arc;
+use sluice_core::{BoxFuture, Coalesce, Delivered, ExportError, Exporter, Telemetry};
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Mutex;
 
@@ -150,6 +154,13 @@ impl ClickhouseExporter {
 }
 
 impl Exporter for ClickhouseExporter {
+    fn coalesce(&self) -> Option<Coalesce> {
+        (self.cfg.min_insert_rows > 1).then_some(Coalesce {
+            min_items: self.cfg.min_insert_rows,
+            max_delay: self.cfg.max_insert_delay.0,
+        })
+    }
+
     fn export<'a>(&'a self, batch: &'a Telemetry) -> BoxFuture<'a, Result<Delivered, ExportError>> {
         Box::pin(async move {
             self.ensure_schema().await?;
@@ -191,6 +202,44 @@ impl Exporter for ClickhouseExporter {
             }
             result.map(|()| Delivered::ALL)
         })
+    }
+}
+
+impl ExporterKind for ClickhouseExporterConfig {
+    const TYPE: &'static str = "clickhouse";
+    const DEFAULT_CONCURRENCY: usize = 4;
+
+    fn validate(&self, problems: &mut Problems) {
+        if !(self.endpoint.starts_with("http://") || self.endpoint.starts_with("https://")) {
+            problems.at(
+                "endpoint",
+                format!(
+                    "invalid endpoint {:?}; expected a URL such as \"http://127.0.0.1:8123\"",
+                    self.endpoint
+                ),
+            );
+        }
+        let ident_ok =
+            |s: &str| !s.is_empty() && s.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+        if !ident_ok(&self.database) {
+            problems.at("database", "must be a plain identifier (letters, digits, _)");
+        }
+        if self.cluster.as_deref().is_some_and(|cl| !ident_ok(cl)) {
+            problems.at("cluster", "must be a plain identifier (letters, digits, _)");
+        }
+        if !self.table_engine.contains("MergeTree") {
+            problems.at(
+                "table_engine",
+                format!("expected a MergeTree-family engine, got {:?}", self.table_engine),
+            );
+        }
+        if self.ttl.is_some_and(|t| t.0.as_secs() < 3600) {
+            problems.at("ttl", "must be at least 1h");
+        }
+    }
+
+    fn build(&self, _ctx: &ExporterContext<'_>) -> Result<Arc<dyn Exporter>, String> {
+        Ok(Arc::new(ClickhouseExporter::new(self)))
     }
 }
 

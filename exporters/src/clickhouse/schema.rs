@@ -1,7 +1,7 @@
 //! The OpenTelemetry Collector ClickHouse exporter's schema (same tables, columns and types, so
 //! Grafana's ClickHouse data source works unchanged), plus `otel_profiles`.
 
-use sluice_config::ClickhouseExporterConfig;
+use super::config::ClickhouseExporterConfig;
 
 const ATTR_INDEXES: &str = "
     INDEX idx_res_attr_key mapKeys(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,

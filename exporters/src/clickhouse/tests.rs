@@ -46,31 +46,18 @@ fn kinds_and_status_render_like_the_collector() {
 
 #[test]
 fn ddl_honours_cluster_engine_ttl_and_table_names() {
-    let cfg: sluice_config::Config = sluice_config::Config::from_str_named(
-        "t.toml",
+    let c: super::ClickhouseExporterConfig = toml::from_str(
         r#"
-[receivers.otlp]
-type = "otlp"
-grpc = "127.0.0.1:4317"
-[exporters.ch]
-type = "clickhouse"
 endpoint = "http://ch:8123"
 database = "telemetry"
 cluster = "prod"
 ttl = "72h"
 table_engine = "ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')"
 tables = { traces = "spans" }
-[pipelines.p]
-signals = ["traces"]
-receivers = ["otlp"]
-exporters = ["ch"]
 "#,
-        &|_| None,
     )
     .unwrap();
-    let sluice_config::ExporterConfig::Clickhouse(c) = &cfg.exporters["ch"] else {
-        panic!()
-    };
+    let c = &c;
     let ddl = schema::statements(c);
     assert_eq!(ddl.len(), 11);
     assert!(

@@ -4,7 +4,12 @@
 //! that would grow past `max_file_size` is renamed `SIGNAL-<unix millis>-<seq>.jsonl` and a new one
 //! started; only the newest `max_files` rotated files are kept.
 
-use sluice_config::{FileExporterConfig, Signal};
+pub mod config;
+
+pub use config::FileExporterConfig;
+use sluice_config::Signal;
+use sluice_core::component::{ExporterContext, ExporterKind, Problems};
+use std::sync::Arc;
 use sluice_core::{BoxFuture, Delivered, ExportError, Exporter, Telemetry};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -143,6 +148,29 @@ impl Exporter for FileExporter {
             }
             Ok(())
         })
+    }
+}
+
+impl ExporterKind for FileExporterConfig {
+    const TYPE: &'static str = "file";
+    const CONCURRENT: bool = false;
+
+    fn validate(&self, problems: &mut Problems) {
+        if self.path.trim().is_empty() {
+            problems.at("path", "must name a directory");
+        }
+        if self.max_files == 0 {
+            problems.at("max_files", "must be at least 1");
+        }
+        if self.max_file_size.0 < 1024 {
+            problems.at("max_file_size", "must be at least 1KiB");
+        }
+    }
+
+    fn build(&self, _ctx: &ExporterContext<'_>) -> Result<Arc<dyn Exporter>, String> {
+        FileExporter::new(self)
+            .map(|e| Arc::new(e) as Arc<dyn Exporter>)
+            .map_err(|e| format!("cannot create directory {:?}: {e}", self.path))
     }
 }
 

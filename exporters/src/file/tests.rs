@@ -1,7 +1,7 @@
 use super::*;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use sluice_config::{ByteSize, QueueConfig, RetryConfig};
+use sluice_config::ByteSize;
 
 fn logs(n: usize) -> Telemetry {
     Telemetry::Logs(ExportLogsServiceRequest {
@@ -22,8 +22,6 @@ async fn writes_lines_and_rotates_keeping_max_files() {
         path: dir.path().to_string_lossy().into_owned(),
         max_file_size: ByteSize(2048),
         max_files: 2,
-        queue: QueueConfig::default(),
-        retry: RetryConfig::default(),
     };
     let exp = FileExporter::new(&cfg).unwrap();
     for _ in 0..40 {

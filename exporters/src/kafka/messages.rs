@@ -12,7 +12,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, ScopeMetrics};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
-use sluice_config::KafkaEncoding;
+use super::config::KafkaEncoding;
 use sluice_core::{Encoded, Telemetry, TelemetryError};
 use std::collections::HashMap;
 

@@ -12,7 +12,12 @@ pub mod messages;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use sluice_config::KafkaExporterConfig;
+pub mod config;
+
+pub use config::{KafkaCompression, KafkaEncoding, KafkaExporterConfig, KafkaTopics};
+use sluice_config::Signal;
+use sluice_core::component::{ExporterContext, ExporterKind, Problems};
+use std::sync::Arc;
 use sluice_core::{BoxFuture, Delivered, ExportError, Exporter, Telemetry};
 use std::time::Duration;
 
@@ -129,6 +134,52 @@ impl Exporter for KafkaExporter {
                 .map_err(|e| ExportError::permanent(format!("flush task failed: {e}")))?
                 .map_err(|e| classify(&e))
         })
+    }
+}
+
+impl ExporterKind for KafkaExporterConfig {
+    const TYPE: &'static str = "kafka";
+    const DEFAULT_CONCURRENCY: usize = 8;
+
+    fn validate(&self, problems: &mut Problems) {
+        if self.brokers.is_empty() {
+            problems.at(
+                "brokers",
+                "lists no brokers; expected addresses such as [\"kafka-1:9092\"]",
+            );
+        }
+        for (i, b) in self.brokers.iter().enumerate() {
+            let ok = b
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !ok {
+                problems.at(
+                    &format!("brokers[{i}]"),
+                    format!("invalid broker {b:?}; expected host:port such as \"kafka-1:9092\""),
+                );
+            }
+        }
+        if self.max_message_bytes.0 < 1024 {
+            problems.at("max_message_bytes", "must be at least 1KiB");
+        }
+        for s in Signal::ALL {
+            let t = self.topics.of(s);
+            let ok = !t.is_empty()
+                && t.len() <= 249
+                && t.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            if !ok {
+                problems.at(
+                    &format!("topics.{s}"),
+                    format!("invalid topic {t:?}; expected letters, digits, '.', '_' or '-' (at most 249)"),
+                );
+            }
+        }
+    }
+
+    fn build(&self, _ctx: &ExporterContext<'_>) -> Result<Arc<dyn Exporter>, String> {
+        KafkaExporter::new(self)
+            .map(|e| Arc::new(e) as Arc<dyn Exporter>)
+            .map_err(|e| e.to_string())
     }
 }
 

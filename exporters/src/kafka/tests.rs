@@ -7,7 +7,8 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
-use sluice_config::{KafkaEncoding, Signal};
+use super::config::KafkaEncoding;
+use sluice_config::Signal;
 use sluice_core::{Encoded, Telemetry};
 use std::collections::BTreeMap;
 

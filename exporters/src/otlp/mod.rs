@@ -4,7 +4,12 @@
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
-use sluice_config::{Compression, OtlpExporterConfig, OtlpProtocol, Signal};
+pub mod config;
+
+pub use config::{Compression, OtlpExporterConfig, OtlpProtocol};
+use sluice_config::Signal;
+use sluice_core::component::{ExporterContext, ExporterKind, Problems};
+use std::sync::Arc;
 use sluice_core::grpc_codec::BytesCodec;
 use sluice_core::{BoxFuture, Delivered, ExportError, Exporter, Telemetry};
 use std::io::Write;
@@ -257,5 +262,26 @@ impl Exporter for OtlpExporter {
                 }
             }
         })
+    }
+}
+
+impl ExporterKind for OtlpExporterConfig {
+    const TYPE: &'static str = "otlp";
+    const DEFAULT_CONCURRENCY: usize = 16;
+
+    fn validate(&self, problems: &mut Problems) {
+        let e = &self.endpoint;
+        if !(e.starts_with("http://") || e.starts_with("https://")) || e.len() <= "https://".len() {
+            problems.at(
+                "endpoint",
+                format!("invalid endpoint {e:?}; expected a URL such as \"http://gateway:4317\""),
+            );
+        }
+    }
+
+    fn build(&self, _ctx: &ExporterContext<'_>) -> Result<Arc<dyn Exporter>, String> {
+        OtlpExporter::new(self)
+            .map(|e| Arc::new(e) as Arc<dyn Exporter>)
+            .map_err(|e| e.to_string())
     }
 }

@@ -3,8 +3,13 @@
 
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
-use sluice_config::{AttributeActionKind, AttributesConfig};
-use sluice_core::{Processor, Telemetry};
+pub mod config;
+
+pub use config::{AttributeAction, AttributeActionKind, AttributesConfig};
+use sluice_config::Signal;
+use sluice_core::component::{Problems, ProcessorContext, ProcessorInstance, ProcessorKind};
+use sluice_core::{Processor, Stateless, Telemetry};
+use std::sync::Arc;
 
 /// A configured list of attribute actions.
 pub struct AttributesProcessor {
@@ -112,10 +117,40 @@ impl Processor for AttributesProcessor {
     }
 }
 
+impl ProcessorKind for AttributesConfig {
+    const TYPE: &'static str = "attributes";
+
+    fn signals(&self) -> &'static [Signal] {
+        // Profile attributes live in a shared dictionary; editing them is not supported.
+        &[Signal::Traces, Signal::Metrics, Signal::Logs]
+    }
+
+    fn validate(&self, problems: &mut Problems) {
+        if self.actions.is_empty() {
+            problems.at("actions", "needs at least one action");
+        }
+        for (i, act) in self.actions.iter().enumerate() {
+            let needs_value = act.action != AttributeActionKind::Delete;
+            if needs_value && act.value.is_none() {
+                problems.at(
+                    &format!("actions[{i}]"),
+                    format!("action {:?} needs a `value`", act.action).to_lowercase(),
+                );
+            } else if !needs_value && act.value.is_some() {
+                problems.at(&format!("actions[{i}].value"), "a delete action takes no `value`");
+            }
+        }
+    }
+
+    fn build(&self, ctx: &ProcessorContext<'_>) -> Result<Arc<dyn ProcessorInstance>, String> {
+        Ok(Stateless::new(ctx.name, Arc::new(AttributesProcessor::new(self)), ctx.metrics))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_config::AttributeAction;
+    use super::AttributeAction;
 
     #[test]
     fn insert_update_upsert_delete() {

@@ -3,8 +3,14 @@
 //! It is a state machine driven by the pipeline task (which owns the clock), so it needs no task
 //! or lock of its own and is trivially testable.
 
-use sluice_config::{BatchConfig, Signal};
+pub mod config;
+
+pub use config::BatchConfig;
+use sluice_config::Signal;
+use sluice_core::component::{Problems, ProcessorContext, ProcessorInstance, ProcessorKind};
+use sluice_core::stage::{Out, Stage};
 use sluice_core::Telemetry;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -109,6 +115,54 @@ impl Batcher {
     /// Items currently buffered.
     pub fn buffered(&self) -> u64 {
         self.buffers.iter().flatten().map(|b| b.items).sum()
+    }
+}
+
+impl Stage for Batcher {
+    fn push(&mut self, data: Telemetry, items: u64, now: Instant, out: &mut Out) -> u64 {
+        out.extend(Batcher::push(self, data, items, now));
+        0
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        Batcher::next_deadline(self)
+    }
+
+    fn flush(&mut self, now: Option<Instant>, out: &mut Out) {
+        match now {
+            Some(now) => out.extend(self.flush_due(now)),
+            None => out.extend(self.flush_all()),
+        }
+    }
+}
+
+/// The built batch processor: every pipeline that lists it gets a batcher of its own.
+struct BatchProcessor(BatchConfig);
+
+impl ProcessorInstance for BatchProcessor {
+    fn stage(&self) -> Box<dyn Stage> {
+        Box::new(Batcher::new(&self.0))
+    }
+}
+
+impl ProcessorKind for BatchConfig {
+    const TYPE: &'static str = "batch";
+
+    fn signals(&self) -> &'static [Signal] {
+        &Signal::ALL
+    }
+
+    fn validate(&self, problems: &mut Problems) {
+        if self.max_items == 0 {
+            problems.at("max_items", "must be at least 1");
+        }
+        if self.timeout.0.is_zero() {
+            problems.at("timeout", "must be greater than 0 (e.g. \"200ms\")");
+        }
+    }
+
+    fn build(&self, _ctx: &ProcessorContext<'_>) -> Result<Arc<dyn ProcessorInstance>, String> {
+        Ok(Arc::new(BatchProcessor(self.clone())))
     }
 }
 

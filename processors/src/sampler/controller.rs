@@ -1,7 +1,7 @@
 //! How the sampling probability is chosen each interval: a pure function of what the sampler and
 //! its downstream exporters measured, so it can be tested against simulated backends.
 
-use sluice_config::{SamplerConfig, SamplerMode, SamplerTier};
+use super::config::{SamplerConfig, SamplerMode, SamplerTier};
 use std::time::Duration;
 
 /// Exporters may be fed this share of their measured drain rate: headroom so queues drain.

@@ -1,7 +1,8 @@
 //! Controller tests against a simulated backend: a queue drained at a fixed capacity.
 
 use super::*;
-use sluice_config::{HumanDuration, SamplerConfig, SamplerMode, SamplerTier};
+use crate::sampler::config::{SamplerConfig, SamplerMode, SamplerTier};
+use sluice_config::HumanDuration;
 
 pub(crate) fn config(mode: SamplerMode) -> SamplerConfig {
     SamplerConfig {

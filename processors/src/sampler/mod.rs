@@ -16,7 +16,12 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prometheus_client::metrics::counter::Counter;
 use serde_json::json;
-use sluice_config::{SamplerConfig, Signal};
+pub mod config;
+
+pub use config::{SamplerConfig, SamplerMode, SamplerTier};
+use sluice_config::Signal;
+use sluice_core::component::{Problems, ProcessorContext, ProcessorInstance, ProcessorKind};
+use sluice_core::{DownstreamLoad, Stateless};
 use sluice_core::metrics::FloatGauge;
 use sluice_core::{LoadSignal, Metrics, Processor, Telemetry};
 use std::collections::HashMap;
@@ -88,11 +93,7 @@ impl AdaptiveSampler {
 
     /// Starts the control loop reading `loads` (the exporters downstream, by name). It stops by
     /// itself once the sampler is dropped.
-    pub fn spawn_control(
-        &self,
-        loads: Vec<(String, Arc<LoadSignal>)>,
-        metrics: &Metrics,
-    ) -> JoinHandle<()> {
+    pub fn spawn_control(&self, downstream: DownstreamLoad, metrics: &Metrics) -> JoinHandle<()> {
         let weak: Weak<Shared> = Arc::downgrade(&self.shared);
         let cfg = self.cfg.clone();
         let gauge: FloatGauge = metrics.sampler_probability(&self.name);
@@ -118,6 +119,7 @@ impl AdaptiveSampler {
                     None => rate,
                 };
                 rate_ewma = Some(rate);
+                let loads = downstream.get();
                 let m = measure(rate, &loads);
                 let old_p = controller.probability();
                 let p = controller.step(now.duration_since(start), &m);
@@ -403,6 +405,90 @@ impl Processor for AdaptiveSampler {
 
     fn counts_own_drops(&self) -> bool {
         true
+    }
+
+    fn status(&self) -> Option<serde_json::Value> {
+        Some(AdaptiveSampler::status(self))
+    }
+}
+
+impl ProcessorKind for SamplerConfig {
+    const TYPE: &'static str = "adaptive_sampler";
+
+    fn signals(&self) -> &'static [Signal] {
+        // Metrics and profiles pass through untouched.
+        &Signal::ALL
+    }
+
+    fn validate(&self, problems: &mut Problems) {
+        for (k, v) in [
+            ("probability", self.probability),
+            ("min_probability", self.min_probability),
+            ("max_probability", self.max_probability),
+        ] {
+            if !(v > 0.0 && v <= 1.0) {
+                problems.at(k, format!("must be a probability in (0, 1], got {v}"));
+            }
+        }
+        if self.min_probability > self.max_probability {
+            problems.at("min_probability", "must not exceed max_probability");
+        }
+        if !(self.low_watermark >= 0.0 && self.low_watermark < self.high_watermark) {
+            problems.at(
+                "low_watermark",
+                format!(
+                    "must be at least 0 and below high_watermark ({})",
+                    self.high_watermark
+                ),
+            );
+        }
+        if self.interval.0.is_zero() {
+            problems.at("interval", "must be greater than 0 (e.g. \"1s\")");
+        }
+        if !(1..=14).contains(&self.precision) {
+            problems.at(
+                "precision",
+                format!("must be 1 to 14 hex digits, got {}", self.precision),
+            );
+        }
+        for (k, v) in [
+            ("target_rate", self.target_rate),
+            ("per_service_floor", self.per_service_floor),
+        ] {
+            if v.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+                problems.at(k, "must be a positive number of items per second");
+            }
+        }
+        let tiered = self.mode == SamplerMode::Tiered;
+        if tiered && self.tiers.is_empty() {
+            problems.at("tiers", "tiered mode needs at least one [[tiers]] entry");
+        }
+        if !tiered && !self.tiers.is_empty() {
+            problems.at("tiers", "tiers only apply with mode = \"tiered\"");
+        }
+        for (i, t) in self.tiers.iter().enumerate() {
+            if t.when_input_rate_above.is_none() && t.when_load_above.is_none() {
+                problems.at(
+                    &format!("tiers[{i}]"),
+                    "a tier needs when_input_rate_above and/or when_load_above",
+                );
+            }
+            if !(t.probability > 0.0 && t.probability <= 1.0) {
+                problems.at(
+                    &format!("tiers[{i}].probability"),
+                    format!("must be a probability in (0, 1], got {}", t.probability),
+                );
+            }
+        }
+    }
+
+    fn build(&self, ctx: &ProcessorContext<'_>) -> Result<Arc<dyn ProcessorInstance>, String> {
+        let sampler = Arc::new(AdaptiveSampler::new(ctx.name, self, ctx.metrics));
+        // A fixed sampler needs the loop only to measure per-service rates for floors.
+        if self.mode != SamplerMode::Fixed || self.per_service_floor.is_some() {
+            sampler.spawn_control(ctx.downstream.clone(), ctx.metrics);
+        }
+        Ok(Stateless::new(ctx.name, sampler, ctx.metrics))
     }
 }
 

@@ -32,7 +32,7 @@ fn spans(n: u64) -> Telemetry {
 }
 
 fn fixed(p: f64) -> AdaptiveSampler {
-    let mut cfg = controller::tests::config(sluice_config::SamplerMode::Fixed);
+    let mut cfg = controller::tests::config(crate::sampler::SamplerMode::Fixed);
     cfg.probability = p;
     AdaptiveSampler::new("s", &cfg, &Metrics::new())
 }

@@ -268,21 +268,15 @@ pub async fn serve(
         inner,
         ingest: early.clone(),
     });
-    let mut router = tonic::transport::Server::builder()
+    // Every service is served whatever the routes are now: a reload may add a pipeline for a
+    // signal later; until then its requests are refused as UNIMPLEMENTED (and counted).
+    let router = tonic::transport::Server::builder()
         .layer(layer)
-        .add_routes(tonic::service::Routes::default());
-    if ingest.accepts(Signal::Traces) {
-        router = router.add_service(Server::<TraceSvc>::new(&ingest, max_request_size));
-    }
-    if ingest.accepts(Signal::Metrics) {
-        router = router.add_service(Server::<MetricsSvc>::new(&ingest, max_request_size));
-    }
-    if ingest.accepts(Signal::Logs) {
-        router = router.add_service(Server::<LogsSvc>::new(&ingest, max_request_size));
-    }
-    if ingest.accepts(Signal::Profiles) {
-        router = router.add_service(Server::<ProfilesSvc>::new(&ingest, max_request_size));
-    }
+        .add_routes(tonic::service::Routes::default())
+        .add_service(Server::<TraceSvc>::new(&ingest, max_request_size))
+        .add_service(Server::<MetricsSvc>::new(&ingest, max_request_size))
+        .add_service(Server::<LogsSvc>::new(&ingest, max_request_size))
+        .add_service(Server::<ProfilesSvc>::new(&ingest, max_request_size));
     drop(ingest);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     router

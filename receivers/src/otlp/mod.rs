@@ -4,27 +4,20 @@ pub mod decode;
 pub mod grpc;
 pub mod http;
 
+pub mod config;
+
+pub use config::OtlpReceiverConfig;
+
 use crate::ingest::Ingest;
-use sluice_config::OtlpReceiverConfig;
-use sluice_core::{Metrics, PipelineInput};
+use sluice_core::component::{Problems, Receiver, ReceiverContext, ReceiverError, ReceiverKind};
+use sluice_core::{BoxFuture, Signal};
+use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Errors starting or running an OTLP receiver.
 #[derive(Debug, thiserror::Error)]
 pub enum OtlpError {
-    /// A listen address could not be bound.
-    #[error("receiver {receiver}: cannot listen on {addr} ({what}): {source}")]
-    Bind {
-        /// Receiver name.
-        receiver: String,
-        /// The address.
-        addr: std::net::SocketAddr,
-        /// grpc or http.
-        what: &'static str,
-        /// Why.
-        source: std::io::Error,
-    },
     /// The gRPC server failed.
     #[error("receiver {0}: gRPC server failed: {1}")]
     Grpc(String, tonic::transport::Error),
@@ -42,43 +35,59 @@ pub struct OtlpReceiver {
     max_request_size: usize,
 }
 
-impl OtlpReceiver {
-    /// Binds the configured addresses.
-    pub async fn bind(
-        name: &str,
-        cfg: &OtlpReceiverConfig,
-        input: PipelineInput,
-        metrics: &Metrics,
-    ) -> Result<Self, OtlpError> {
-        async fn listen(
-            name: &str,
-            addr: Option<sluice_config::ListenAddr>,
-            what: &'static str,
-        ) -> Result<Option<TcpListener>, OtlpError> {
-            match addr {
-                None => Ok(None),
-                Some(a) => {
-                    TcpListener::bind(a.0)
-                        .await
-                        .map(Some)
-                        .map_err(|source| OtlpError::Bind {
-                            receiver: name.to_owned(),
-                            addr: a.0,
-                            what,
-                            source,
-                        })
-                }
-            }
-        }
-        Ok(Self {
-            name: name.to_owned(),
-            grpc: listen(name, cfg.grpc, "grpc").await?,
-            http: listen(name, cfg.http, "http").await?,
-            ingest: Ingest::new(name, input, cfg.accept_timeout.0, metrics),
-            max_request_size: cfg.max_request_size.as_usize(),
-        })
+impl ReceiverKind for OtlpReceiverConfig {
+    const TYPE: &'static str = "otlp";
+
+    fn signals(&self) -> &'static [Signal] {
+        &Signal::ALL
     }
 
+    fn addresses(&self) -> Vec<(&'static str, SocketAddr)> {
+        [("grpc", self.grpc), ("http", self.http)]
+            .into_iter()
+            .filter_map(|(k, a)| a.map(|a| (k, a.0)))
+            .collect()
+    }
+
+    fn validate(&self, problems: &mut Problems) {
+        if self.grpc.is_none() && self.http.is_none() {
+            problems.at(
+                "",
+                "an otlp receiver needs `grpc` and/or `http` listen addresses",
+            );
+        }
+        if self.max_request_size.0 == 0 {
+            problems.at("max_request_size", "must be greater than 0");
+        }
+    }
+
+    fn build(&self, ctx: &mut ReceiverContext<'_>) -> Result<Box<dyn Receiver>, String> {
+        let mut listen = |addr: Option<sluice_config::ListenAddr>, what: &str| {
+            addr.map(|a| {
+                ctx.listen(a.0)
+                    .map_err(|e| format!("cannot listen on {a} ({what}): {e}"))
+            })
+            .transpose()
+        };
+        let grpc = listen(self.grpc, "grpc")?;
+        let http = listen(self.http, "http")?;
+        Ok(Box::new(OtlpReceiver {
+            name: ctx.name.to_owned(),
+            grpc,
+            http,
+            ingest: Ingest::new(ctx.name, ctx.routes.clone(), self.accept_timeout.0, ctx.metrics),
+            max_request_size: self.max_request_size.as_usize(),
+        }))
+    }
+}
+
+impl Receiver for OtlpReceiver {
+    fn run(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, Result<(), ReceiverError>> {
+        Box::pin(async move { (*self).run(shutdown).await.map_err(Into::into) })
+    }
+}
+
+impl OtlpReceiver {
     /// Serves until `shutdown`, then lets in-flight requests finish; returns when both servers stopped.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), OtlpError> {
         let Self {

@@ -3,6 +3,7 @@
 //! Bodies are gzipped or raw pprof protobuf (detected by magic bytes); they are converted to OTLP
 //! profiles and enter pipelines like any other signal.
 
+pub mod config;
 pub mod convert;
 pub mod proto;
 
@@ -13,8 +14,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use convert::{Meta, PprofError};
-use sluice_config::PprofReceiverConfig;
-use sluice_core::{Metrics, PipelineInput, Signal, Telemetry};
+pub use config::PprofReceiverConfig;
+use sluice_core::component::{Problems, Receiver, ReceiverContext, ReceiverError, ReceiverKind};
+use sluice_core::{BoxFuture, Signal, Telemetry};
+use std::net::SocketAddr;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -234,31 +237,43 @@ pub struct PprofReceiver {
     limit: usize,
 }
 
-impl PprofReceiver {
-    /// Binds the configured address.
-    pub async fn bind(
-        name: &str,
-        cfg: &PprofReceiverConfig,
-        input: PipelineInput,
-        metrics: &Metrics,
-    ) -> Result<Self, crate::otlp::OtlpError> {
-        let listener =
-            TcpListener::bind(cfg.http.0)
-                .await
-                .map_err(|source| crate::otlp::OtlpError::Bind {
-                    receiver: name.to_owned(),
-                    addr: cfg.http.0,
-                    what: "http",
-                    source,
-                })?;
-        Ok(Self {
-            name: name.to_owned(),
-            listener,
-            ingest: Ingest::new(name, input, cfg.accept_timeout.0, metrics),
-            limit: cfg.max_request_size.as_usize(),
-        })
+impl ReceiverKind for PprofReceiverConfig {
+    const TYPE: &'static str = "pprof";
+
+    fn signals(&self) -> &'static [Signal] {
+        &[Signal::Profiles]
     }
 
+    fn addresses(&self) -> Vec<(&'static str, SocketAddr)> {
+        vec![("http", self.http.0)]
+    }
+
+    fn validate(&self, problems: &mut Problems) {
+        if self.max_request_size.0 == 0 {
+            problems.at("max_request_size", "must be greater than 0");
+        }
+    }
+
+    fn build(&self, ctx: &mut ReceiverContext<'_>) -> Result<Box<dyn Receiver>, String> {
+        let listener = ctx
+            .listen(self.http.0)
+            .map_err(|e| format!("cannot listen on {} (http): {e}", self.http))?;
+        Ok(Box::new(PprofReceiver {
+            name: ctx.name.to_owned(),
+            listener,
+            ingest: Ingest::new(ctx.name, ctx.routes.clone(), self.accept_timeout.0, ctx.metrics),
+            limit: self.max_request_size.as_usize(),
+        }))
+    }
+}
+
+impl Receiver for PprofReceiver {
+    fn run(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, Result<(), ReceiverError>> {
+        Box::pin(async move { (*self).run(shutdown).await.map_err(Into::into) })
+    }
+}
+
+impl PprofReceiver {
     /// Serves until `shutdown`; in-flight requests finish first.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), crate::otlp::OtlpError> {
         tracing::info!(receiver = %self.name, addr = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "pprof HTTP listening");

@@ -1,0 +1,114 @@
+//! ClickHouse exporter settings.
+
+use serde::Deserialize;
+use sluice_config::HumanDuration;
+
+/// ClickHouse insert compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ChCompression {
+    /// ClickHouse's native LZ4 block compression.
+    #[default]
+    Lz4,
+    /// None.
+    None,
+}
+
+/// Table names of the ClickHouse exporter (the OpenTelemetry Collector's defaults).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChTables {
+    /// Spans.
+    pub traces: String,
+    /// Log records.
+    pub logs: String,
+    /// Gauge data points.
+    pub metrics_gauge: String,
+    /// Sum data points.
+    pub metrics_sum: String,
+    /// Histogram data points.
+    pub metrics_histogram: String,
+    /// Exponential histogram data points.
+    pub metrics_exp_histogram: String,
+    /// Summary data points.
+    pub metrics_summary: String,
+    /// Profile samples.
+    pub profiles: String,
+}
+
+impl Default for ChTables {
+    fn default() -> Self {
+        Self {
+            traces: "otel_traces".into(),
+            logs: "otel_logs".into(),
+            metrics_gauge: "otel_metrics_gauge".into(),
+            metrics_sum: "otel_metrics_sum".into(),
+            metrics_histogram: "otel_metrics_histogram".into(),
+            metrics_exp_histogram: "otel_metrics_exponential_histogram".into(),
+            metrics_summary: "otel_metrics_summary".into(),
+            profiles: "otel_profiles".into(),
+        }
+    }
+}
+
+/// ClickHouse exporter settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickhouseExporterConfig {
+    /// HTTP interface, e.g. `http://127.0.0.1:8123`.
+    pub endpoint: String,
+    /// Database (created when `create_schema`).
+    #[serde(default = "default_ch_database")]
+    pub database: String,
+    /// User (use `${CLICKHOUSE_USER}` to keep it out of the file).
+    pub username: Option<String>,
+    /// Password (use `${CLICKHOUSE_PASSWORD}`).
+    pub password: Option<String>,
+    /// Table names.
+    #[serde(default)]
+    pub tables: ChTables,
+    /// Create the database, tables and materialized view on start (idempotent).
+    #[serde(default = "yes")]
+    pub create_schema: bool,
+    /// Drop data older than this (TTL on every table); absent = keep forever.
+    pub ttl: Option<HumanDuration>,
+    /// Adds `ON CLUSTER` to every DDL statement.
+    pub cluster: Option<String>,
+    /// Table engine, e.g. `MergeTree()` or `ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')`.
+    #[serde(default = "default_ch_engine")]
+    pub table_engine: String,
+    /// Insert compression.
+    #[serde(default)]
+    pub compression: ChCompression,
+    /// Let ClickHouse buffer inserts server-side (`async_insert=1, wait_for_async_insert=1`).
+    #[serde(default)]
+    pub async_insert: bool,
+    /// Per-insert timeout.
+    #[serde(default = "default_ch_timeout")]
+    pub timeout: HumanDuration,
+    /// Merge queued batches into inserts of at least this many rows (fewer, larger parts)...
+    #[serde(default = "default_ch_min_rows")]
+    pub min_insert_rows: u64,
+    /// ...or of whatever arrived within this time.
+    #[serde(default = "default_ch_max_delay")]
+    pub max_insert_delay: HumanDuration,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_ch_database() -> String {
+    "otel".into()
+}
+fn default_ch_engine() -> String {
+    "MergeTree()".into()
+}
+fn default_ch_timeout() -> HumanDuration {
+    HumanDuration::from_secs(30)
+}
+fn default_ch_min_rows() -> u64 {
+    10_000
+}
+fn default_ch_max_delay() -> HumanDuration {
+    HumanDuration::from_secs(1)
+}

@@ -1,0 +1,19 @@
+//! pprof receiver settings.
+
+use crate::ingest::{default_accept_timeout, default_max_request_size};
+use serde::Deserialize;
+use sluice_config::{ByteSize, HumanDuration, ListenAddr};
+
+/// pprof receiver settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PprofReceiverConfig {
+    /// HTTP listen address (Pyroscope's port is 4040).
+    pub http: ListenAddr,
+    /// Largest profile accepted, after decompression.
+    #[serde(default = "default_max_request_size")]
+    pub max_request_size: ByteSize,
+    /// How long a request may wait for room in a full pipeline before it is refused (503).
+    #[serde(default = "default_accept_timeout")]
+    pub accept_timeout: HumanDuration,
+}

@@ -3,6 +3,7 @@
 sluice_core::components! {
     processor attributes::AttributesConfig,
     processor batch::BatchConfig,
+    processor filter::FilterConfig,
     processor sampler::SamplerConfig,
 }
 

@@ -93,12 +93,14 @@ processors = {json.dumps(processors)}
 exporters = ["out"]
 """
 
-    def start(self, config: str | None = None, prefix: list | None = None, binary: str | None = None):
-        """Writes the config and starts sluice; `prefix` runs it under another command (e.g. taskset)."""
-        cfg = self.dir / "sluice.toml"
-        cfg.write_text(config if config is not None else self.default_config())
+    def start(self, config: str | None = None, prefix: list | None = None, binary: str | None = None, args: list | None = None, config_path=None):
+        """Writes the config and starts sluice; `prefix` runs it under another command (e.g. taskset),
+        `args` are extra arguments (e.g. --watch), `config_path` an existing file to run with instead."""
+        cfg = config_path or self.dir / "sluice.toml"
+        if config_path is None:
+            cfg.write_text(config if config is not None else self.default_config())
         self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([*(prefix or []), binary or BIN, "--config", str(cfg)], stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([*(prefix or []), binary or BIN, "--config", str(cfg), *(args or [])], stdout=self.log, stderr=subprocess.STDOUT)
 
         def ready():
             if self.proc.poll() is not None:

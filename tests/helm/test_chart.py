@@ -52,7 +52,7 @@ CLICKHOUSE = {
         ]},
         "batch": {"max_items": 8192, "max_bytes": "3MiB", "timeout": "200ms"},
     },
-    "pipelines": {"default": {"processors": ["env", "batch"], "exporters": ["clickhouse"]}},
+    "pipelines": {"default": {"signals": ["traces", "metrics", "logs"], "processors": ["env", "batch"], "exporters": ["clickhouse"]}},
 }
 
 KAFKA = {
@@ -68,7 +68,7 @@ KAFKA = {
             "type": "kafka",
             "brokers": ["kafka-0.kafka:9092", "kafka-1.kafka:9092"],
             "topics": {"traces": "otlp_spans", "metrics": "otlp_metrics", "logs": "otlp_logs", "profiles": "otlp_profiles"},
-            "compression": "zstd",
+            "compression": "snappy",
             "partition_by_trace_id": True,
             "producer": {"linger.ms": "5", "queue.buffering.max.kbytes": "65536"},
         },
@@ -76,7 +76,8 @@ KAFKA = {
     "pipelines": {
         "default": None,
         "traces": {"signals": ["traces", "logs"], "receivers": ["otlp"], "processors": ["sampler", "batch"], "exporters": ["kafka"]},
-        "rest": {"signals": ["metrics", "profiles"], "receivers": ["otlp", "profiles"], "processors": ["batch"], "exporters": ["kafka"]},
+        "metrics": {"signals": ["metrics"], "receivers": ["otlp"], "processors": ["batch"], "exporters": ["kafka"]},
+        "profiles": {"signals": ["profiles"], "receivers": ["otlp", "profiles"], "processors": ["batch"], "exporters": ["kafka"]},
     },
 }
 
@@ -240,7 +241,7 @@ def test_render_objects_and_pod_hardening(name):
         want = values.get("tls", {}).get(side, {}).get("secretName")
         if want:
             (m,) = [m for m in c["volumeMounts"] if m["name"] == secrets[want]]
-            assert m["readOnly"] is True and m["mountPath"] == f"/etc/sluice/tls/{side}"
+            assert m["readOnly"] is True and m["mountPath"] == f"/etc/sluice-tls/{side}"
     assert len(secrets) == sum(1 for s in values.get("tls", {}).values() if s.get("secretName"))
     if pod["spec"].get("serviceAccountName"):
         assert pod["spec"]["automountServiceAccountToken"] is False

@@ -424,6 +424,49 @@ def sluice_supports_watch() -> bool:
     return "--watch" in out.stdout + out.stderr
 
 
+def mount_configmap(conf_dir: pathlib.Path, text: str, version: int):
+    """Writes sluice.toml the way the kubelet updates a mounted ConfigMap: into a fresh ..<timestamp>
+    directory, then an atomic swap of the ..data symlink (sluice.toml -> ..data/sluice.toml)."""
+    stamp = f"..2026_01_01_00_00_{version:02d}.{version}"
+    (conf_dir / stamp).mkdir(parents=True)
+    (conf_dir / stamp / "sluice.toml").write_text(text)
+    (conf_dir / "..data_tmp").symlink_to(stamp)
+    (conf_dir / "..data_tmp").replace(conf_dir / "..data")
+    if not (conf_dir / "sluice.toml").is_symlink():
+        (conf_dir / "sluice.toml").symlink_to("..data/sluice.toml")
+
+
+def send_span(grpc_port: int, name: str):
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    tp = TracerProvider(resource=Resource.create({"service.name": "helm-chart-test"}))
+    tp.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"127.0.0.1:{grpc_port}", insecure=True)))
+    with tp.get_tracer("helm.test").start_as_current_span(name):
+        pass
+    tp.shutdown()
+
+
+def send_log(http_port: int, body: str):
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+    from opentelemetry.sdk.resources import Resource
+
+    lp = LoggerProvider(resource=Resource.create({"service.name": "helm-chart-test"}))
+    lp.add_log_record_processor(SimpleLogRecordProcessor(OTLPLogExporter(endpoint=f"http://127.0.0.1:{http_port}/v1/logs")))
+    lp.get_logger("helm.test").emit(body=body, severity_text="INFO")
+    lp.shutdown()
+
+
+def written(data_dir: pathlib.Path, signal: str) -> list:
+    """The OTLP/JSON requests the file exporter wrote for a signal."""
+    f = data_dir / f"{signal}.jsonl"
+    return [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.exists() else []
+
+
 @pytest.mark.parametrize("reload", ["watch", "rollout"])
 def test_gateway_manifest_runs(reload, tmp_path):
     if reload == "watch" and not sluice_supports_watch():
@@ -431,8 +474,8 @@ def test_gateway_manifest_runs(reload, tmp_path):
     objs = objects({"configReload": reload})
     one(objs, "Deployment")
     c = container(objs)
-    cfg = tomllib.loads(rendered_config(objs))
     text = rendered_config(objs)
+    cfg = tomllib.loads(text)
 
     # Rewrite only the listen addresses (to free local ports) and the data directory.
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
@@ -440,27 +483,23 @@ def test_gateway_manifest_runs(reload, tmp_path):
     for name, port in ports.items():
         assert text.count(f'"0.0.0.0:{port}"') == 1, (name, text)
         text = text.replace(f'"0.0.0.0:{port}"', f'"127.0.0.1:{local[name]}"')
+    data_path = cfg["exporters"]["file"]["path"]
+    assert text.count(f'"{data_path}"') == 1
     data_dir = tmp_path / "data"
-    assert text.count(f'"{cfg["exporters"]["file"]["path"]}"') == 1
-    text = text.replace(f'"{cfg["exporters"]["file"]["path"]}"', f'"{data_dir}"')
-
-    # Lay the file out as Kubernetes mounts a ConfigMap: sluice.toml -> ..data/sluice.toml -> ..<ts>/.
     conf_dir = tmp_path / "etc-sluice"
-    (conf_dir / "..2026_01_01_00_00_00.1").mkdir(parents=True)
-    (conf_dir / "..2026_01_01_00_00_00.1" / "sluice.toml").write_text(text)
-    (conf_dir / "..data").symlink_to("..2026_01_01_00_00_00.1")
-    (conf_dir / "sluice.toml").symlink_to("..data/sluice.toml")
+    mount_configmap(conf_dir, text.replace(f'"{data_path}"', f'"{data_dir}"'), 1)
     args = [str(conf_dir / "sluice.toml") if a == CONFIG_PATH else a for a in c["args"]]
     assert args != c["args"], "the rendered args name the mounted config file"
 
-    log = open(tmp_path / "sluice.log", "wb")
+    log_path = tmp_path / "sluice.log"
+    log = open(log_path, "wb")
     proc = subprocess.Popen([e2e.BIN, *args], stdout=log, stderr=subprocess.STDOUT)
     try:
         admin = f"http://127.0.0.1:{local['admin']}"
 
         def probe(p):
             if proc.poll() is not None:
-                raise AssertionError(f"sluice exited with {proc.returncode}:\n{(tmp_path / 'sluice.log').read_text()}")
+                raise AssertionError(f"sluice exited with {proc.returncode}:\n{log_path.read_text()}")
             try:
                 return requests.get(admin + p["httpGet"]["path"], timeout=1).status_code == 200
             except requests.RequestException:
@@ -470,44 +509,33 @@ def test_gateway_manifest_runs(reload, tmp_path):
         assert probe(c["livenessProbe"])
 
         # One span over OTLP/gRPC, one log record over OTLP/HTTP, through the rendered receivers.
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-        from opentelemetry.sdk._logs import LoggerProvider
-        from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-
-        resource = Resource.create({"service.name": f"helm-{reload}"})
-        tp = TracerProvider(resource=resource)
-        tp.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"127.0.0.1:{local['otlp-grpc']}", insecure=True)))
-        with tp.get_tracer("helm.test").start_as_current_span("through-the-chart"):
-            pass
-        tp.shutdown()
-        lp = LoggerProvider(resource=resource)
-        lp.add_log_record_processor(SimpleLogRecordProcessor(OTLPLogExporter(endpoint=f"http://127.0.0.1:{local['otlp-http']}/v1/logs")))
-        lp.get_logger("helm.test").emit(body="hello from the chart", severity_text="INFO")
-        lp.shutdown()
-
-        def written(signal):
-            f = data_dir / f"{signal}.jsonl"
-            return f.exists() and f.read_text()
-
-        traces = e2e.wait_for(lambda: written("traces"), what="traces.jsonl")
-        logs = e2e.wait_for(lambda: written("logs"), what="logs.jsonl")
-        spans = e2e.spans_of([json.loads(line) for line in traces.splitlines() if line.strip()])
-        records = e2e.logs_of([json.loads(line) for line in logs.splitlines() if line.strip()])
+        send_span(local["otlp-grpc"], "through-the-chart")
+        send_log(local["otlp-http"], "hello from the chart")
+        spans = e2e.wait_for(lambda: e2e.spans_of(written(data_dir, "traces")), what="traces.jsonl")
+        records = e2e.wait_for(lambda: e2e.logs_of(written(data_dir, "logs")), what="logs.jsonl")
         assert [s["name"] for s in spans] == ["through-the-chart"]
         assert [r["body"]["stringValue"] for r in records] == ["hello from the chart"]
         # What the ServiceMonitor scrapes counts them.
         metrics = e2e.parse_metrics(requests.get(admin + "/metrics", timeout=5).text)
         accepted = {dict(labels).get("signal"): v for (n, labels), v in metrics.items() if n == "sluice_receiver_accepted_items_total"}
         assert accepted.get("traces", 0) >= 1 and accepted.get("logs", 0) >= 1, accepted
+
+        if reload == "watch":
+            # A ConfigMap update reaches the running pod: the file exporter moves to a new directory.
+            moved = tmp_path / "data-after-reload"
+            mount_configmap(conf_dir, text.replace(f'"{data_path}"', f'"{moved}"'), 2)
+
+            def arrived_after_reload():
+                send_span(local["otlp-grpc"], "after-reload")
+                return [s for s in e2e.spans_of(written(moved, "traces")) if s["name"] == "after-reload"]
+
+            e2e.wait_for(arrived_after_reload, timeout=30, interval=0.5, what="a span in the reloaded exporter's directory")
+            assert probe(c["readinessProbe"]) and probe(c["livenessProbe"])
     finally:
         proc.terminate()
         rc = proc.wait(timeout=40)
         log.close()
-    assert rc == 0, (tmp_path / "sluice.log").read_text()
+    assert rc == 0, log_path.read_text()
 
 
 # ---- the container image recipe (not built here: no Docker engine)

@@ -6,6 +6,7 @@
     bench/run.py                 # every scenario, 10 s each; writes bench/results.json
     bench/run.py --quick         # 1 s each: checks that everything still runs (CI)
     bench/run.py --only grpc-small
+    bench/run.py --scenarios grpc-small-100,http-small-100   # exact names
 """
 
 import argparse
@@ -22,8 +23,10 @@ sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 from conftest import Sluice, free_port  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
-LOADGEN = ROOT / "target" / "release" / "sluice-loadgen"
-SLUICE = str(ROOT / "target" / "release" / "sluice")
+# With SLUICE_BIN set (the test command sets it), that binary and the load generator beside it are
+# used as they are; otherwise the release build of this checkout, built first.
+SLUICE = os.environ.get("SLUICE_BIN") or str(ROOT / "target" / "release" / "sluice")
+LOADGEN = pathlib.Path(os.environ.get("SLUICE_LOADGEN") or pathlib.Path(SLUICE).parent / "sluice-loadgen")
 
 SMALL = {"attributes": 2, "attribute_size": 31}  # 163 B/span encoded (the anchors: 162 B)
 ATTRS10 = {"attributes": 10, "attribute_size": 43}  # 643 B/span (the anchors: 642 B)
@@ -182,23 +185,25 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--seconds", type=int, default=10)
-    ap.add_argument("--only", default="")
+    ap.add_argument("--only", default="", help="run the scenarios whose name contains this")
+    ap.add_argument("--scenarios", default="", help="comma-separated exact scenario names to run")
     ap.add_argument("--overload-seconds", type=int, default=60)
     args = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "sluice", "-p", "sluice-loadgen"], cwd=ROOT, check=True)
-    global SLUICE
-    SLUICE = os.environ.get("SLUICE_BIN") or str(ROOT / "target" / "release" / "sluice")
+    if not os.environ.get("SLUICE_BIN"):
+        subprocess.run(["cargo", "build", "--release", "--locked", "-p", "sluice", "-p", "sluice-loadgen"], cwd=ROOT, check=True)
     seconds = 1 if args.quick else args.seconds
     work = pathlib.Path(tempfile.mkdtemp(prefix="sluice-bench-"))
     results = []
     for sc in SCENARIOS:
         if args.only and args.only not in sc[0]:
             continue
+        if args.scenarios and sc[0] not in args.scenarios.split(","):
+            continue
         secs = args.overload_seconds if sc[4] == "overload" and not args.quick else seconds
         r = run(*sc, secs, work)
         results.append(r)
         print(json.dumps(r), flush=True)
-    if not args.quick and not args.only:
+    if not args.quick and not args.only and not args.scenarios:
         (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     print("\n| scenario | items/s | items per Sluice CPU-s | Sluice CPU | peak RSS MiB | p50 ms | p99 ms | B/span | refused / failed requests |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -419,11 +419,6 @@ def test_schema_accepts_the_combinations(name):
 # ---- acceptance 5: the real sluice runs with the gateway manifest's args and config
 
 
-def sluice_supports_watch() -> bool:
-    out = subprocess.run([e2e.BIN, "--help"], capture_output=True, text=True, timeout=30)
-    return "--watch" in out.stdout + out.stderr
-
-
 def mount_configmap(conf_dir: pathlib.Path, text: str, version: int):
     """Writes sluice.toml the way the kubelet updates a mounted ConfigMap: into a fresh ..<timestamp>
     directory, then an atomic swap of the ..data symlink (sluice.toml -> ..data/sluice.toml)."""
@@ -469,8 +464,6 @@ def written(data_dir: pathlib.Path, signal: str) -> list:
 
 @pytest.mark.parametrize("reload", ["watch", "rollout"])
 def test_gateway_manifest_runs(reload, tmp_path):
-    if reload == "watch" and not sluice_supports_watch():
-        pytest.skip("this sluice binary has no --watch yet (the chart's default reload mode)")
     objs = objects({"configReload": reload})
     one(objs, "Deployment")
     c = container(objs)

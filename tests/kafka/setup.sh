@@ -4,7 +4,7 @@
 #
 # It is cached outside the checkout (SLUICE_TOOLS, default ~/.cache/sluice-tools) so that later
 # runs on the same machine skip the build; a fresh machine builds it once (~8-15 min on 2 cores).
-# The build uses a light release profile (no LTO, opt-level 1): the tests need a correct broker,
+# The build uses a light release profile (no LTO, opt-level 0): the tests need a correct broker,
 # not a fast one.
 set -euo pipefail
 version=0.6.0
@@ -14,7 +14,7 @@ if [ ! -x "$bin" ]; then
   echo "kafka setup: building tansu $version into $root (once per machine)" >&2
   CARGO_PROFILE_RELEASE_LTO=false \
   CARGO_PROFILE_RELEASE_CODEGEN_UNITS=256 \
-  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=0 \
   CARGO_PROFILE_RELEASE_DEBUG=0 \
   CARGO_PROFILE_RELEASE_INCREMENTAL=false \
   CARGO_TARGET_DIR="${TMPDIR:-/tmp}/sluice-tansu-build" \

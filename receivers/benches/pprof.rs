@@ -1,7 +1,8 @@
 //! pprof ingestion cost: gunzip + decode + validate + convert to OTLP profiles, for the 20k-sample
 //! `large.cpu` (Go CPU profile, 23k functions), as `/ingest` takes it and as the Pyroscope push API
 //! takes it (a `PushRequest` decoded from protobuf or protojson, then the same conversion).
-//! Elements are pprof samples.
+//! Elements are pprof samples. Time is this thread's CPU time (`/proc/thread-self/schedstat`), not
+//! wall time, so the rates are samples per CPU-second and hold on a busy machine.
 //!
 //! `cargo bench -p sluice-receivers --bench pprof`
 
@@ -9,9 +10,25 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use prost::Message;
-use sluice_receivers::pprof::convert::{decode, to_otlp, Meta};
+use sluice_receivers::pprof::convert::{decode, decode_sized, to_otlp_sized, Meta};
 use sluice_receivers::pprof::push::{self, LabelPair, PushRequest, RawProfileSeries, RawSample};
 use std::hint::black_box;
+use std::time::Duration;
+
+/// CPU time of the calling thread, from the scheduler's own accounting (nanoseconds).
+fn thread_cpu() -> Duration {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+    Duration::from_nanos(s.split_whitespace().next().unwrap().parse().unwrap())
+}
+
+/// Runs `f` `iters` times and returns the CPU time it took.
+fn cpu_time<T>(iters: u64, mut f: impl FnMut() -> T) -> Duration {
+    let start = thread_cpu();
+    for _ in 0..iters {
+        black_box(f());
+    }
+    thread_cpu() - start
+}
 
 fn large_cpu(c: &mut Criterion) {
     let body = std::fs::read(concat!(
@@ -27,10 +44,12 @@ fn large_cpu(c: &mut Criterion) {
     let mut g = c.benchmark_group("pprof_large_cpu");
     g.sample_size(20);
     g.throughput(Throughput::Elements(samples));
-    g.bench_function("decode+convert (elements = pprof samples)", |b| {
-        b.iter(|| {
-            let p = decode(black_box(&body), 256 << 20).unwrap();
-            to_otlp(&p, &meta).unwrap()
+    g.bench_function("ingest: decode+convert", |b| {
+        b.iter_custom(|n| {
+            cpu_time(n, || {
+                let (p, size) = decode_sized(black_box(&body), 256 << 20).unwrap();
+                to_otlp_sized(&p, size, &meta).unwrap()
+            })
         })
     });
     let label = |name: &str, value: &str| LabelPair {
@@ -52,9 +71,11 @@ fn large_cpu(c: &mut Criterion) {
     };
     let proto_body = req.encode_to_vec();
     g.bench_function("push API protobuf: decode+convert", |b| {
-        b.iter(|| {
-            let r = push::decode_request(black_box(&proto_body), false).unwrap();
-            push::convert(&r, 256 << 20).unwrap().finish()
+        b.iter_custom(|n| {
+            cpu_time(n, || {
+                let r = push::decode_request(black_box(&proto_body), false).unwrap();
+                push::convert(&r, 256 << 20).unwrap().finish()
+            })
         })
     });
     let json_body = serde_json::json!({"series": [{
@@ -63,9 +84,11 @@ fn large_cpu(c: &mut Criterion) {
     }]})
     .to_string();
     g.bench_function("push API JSON: decode+convert", |b| {
-        b.iter(|| {
-            let r = push::decode_request(black_box(json_body.as_bytes()), true).unwrap();
-            push::convert(&r, 256 << 20).unwrap().finish()
+        b.iter_custom(|n| {
+            cpu_time(n, || {
+                let r = push::decode_request(black_box(json_body.as_bytes()), true).unwrap();
+                push::convert(&r, 256 << 20).unwrap().finish()
+            })
         })
     });
     g.finish();

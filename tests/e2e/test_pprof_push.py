@@ -217,8 +217,15 @@ def test_unknown_paths_and_methods_get_a_helpful_answer_and_are_counted(sluice):
     assert r.status_code == 404 and "/v1/traces" in r.text, r.text
     for _ in range(3):
         requests.post(url(sl, "/api/v1/push"), data=b"x", timeout=5)
+    import grpc
+    with grpc.insecure_channel(f"127.0.0.1:{sl.grpc}") as ch:
+        call = ch.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Exprt")
+        with pytest.raises(grpc.RpcError) as e:
+            call(b"", timeout=5)
+        assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert sl.metric("sluice_receiver_refused_requests_total", receiver="pprof", reason="not_found") == 5
-    assert sl.metric("sluice_receiver_refused_requests_total", receiver="otlp", reason="not_found") == 1
+    assert sl.metric("sluice_receiver_refused_requests_total", receiver="otlp", reason="not_found") == 2
+    assert "TraceService/Exprt" in sl.log_text()
     # Logged once per path, not once per request.
     assert sl.log_text().count("/api/v1/push") == 1, sl.log_text()
 

@@ -192,9 +192,9 @@ struct Budget {
 }
 
 impl Budget {
-    fn for_profile(p: &proto::Profile) -> Self {
-        let total = p
-            .encoded_len()
+    /// The budget of a profile whose encoded (decompressed) size is `size`.
+    fn for_size(size: usize) -> Self {
+        let total = size
             .saturating_mul(EXPANSION)
             .saturating_add(EXPANSION_FLOOR);
         Self { left: total, total }
@@ -218,6 +218,17 @@ pub fn to_otlp(
 ) -> Result<ExportProfilesServiceRequest, PprofError> {
     let mut b = Builder::default();
     b.add(p, meta)?;
+    Ok(b.finish())
+}
+
+/// [`to_otlp`] for a profile whose encoded size is known (from [`decode_sized`]).
+pub fn to_otlp_sized(
+    p: &proto::Profile,
+    size: usize,
+    meta: &Meta,
+) -> Result<ExportProfilesServiceRequest, PprofError> {
+    let mut b = Builder::default();
+    b.add_sized(p, size, meta)?;
     Ok(b.finish())
 }
 
@@ -272,7 +283,18 @@ impl Builder {
     /// Appends one validated profile; refuses (and leaves the builder unusable for a response,
     /// the caller drops it) a profile whose conversion would exceed its expansion budget.
     pub fn add(&mut self, p: &proto::Profile, meta: &Meta) -> Result<(), PprofError> {
-        let mut budget = Budget::for_profile(p);
+        self.add_sized(p, p.encoded_len(), meta)
+    }
+
+    /// [`Builder::add`] for a profile whose encoded size is known (from [`decode_sized`]), which
+    /// spares walking it once more.
+    pub fn add_sized(
+        &mut self,
+        p: &proto::Profile,
+        size: usize,
+        meta: &Meta,
+    ) -> Result<(), PprofError> {
+        let mut budget = Budget::for_size(size);
         let dict = &mut self.dict;
         let own = &mut self.own_strings;
         // The profile's string i (> 0) lands at `base + i - 1`; its empty string 0 stays at 0.
@@ -398,15 +420,14 @@ impl Builder {
                 .iter()
                 .map(|id| location_idx.get(id).copied().unwrap_or(0))
                 .collect();
-            let stack_index = match stack_idx.get(&locs) {
-                Some(i) => *i,
-                None => {
+            let stack_index = match stack_idx.entry(locs) {
+                std::collections::hash_map::Entry::Occupied(e) => *e.get(),
+                std::collections::hash_map::Entry::Vacant(e) => {
                     let i = len_i32(dict.stack_table.len());
                     dict.stack_table.push(otlp::Stack {
-                        location_indices: locs.clone(),
+                        location_indices: e.key().clone(),
                     });
-                    stack_idx.insert(locs, i);
-                    i
+                    *e.insert(i)
                 }
             };
             let mut attribute_indices = Vec::with_capacity(smp.label.len());

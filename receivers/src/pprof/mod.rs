@@ -117,7 +117,7 @@ async fn accept(st: &Shared, body: &[u8], meta: Meta) -> Response {
         ));
         return error(StatusCode::NOT_FOUND, e.to_string());
     }
-    let profile = match convert::decode(body, st.limit) {
+    let (profile, size) = match convert::decode_sized(body, st.limit) {
         Ok(p) => p,
         Err(e @ PprofError::TooLarge(_)) => {
             refuse(IngestError::TooLarge(e.to_string()));
@@ -128,7 +128,7 @@ async fn accept(st: &Shared, body: &[u8], meta: Meta) -> Response {
             return error(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
-    let request = match convert::to_otlp(&profile, &meta) {
+    let request = match convert::to_otlp_sized(&profile, size, &meta) {
         Ok(r) => r,
         Err(e) => {
             refuse(IngestError::Malformed(e.to_string()));

@@ -179,20 +179,19 @@ async fn convert_request(
             )))
         }
     };
-    let fail = |e| e;
     if let Some(v) = header_str(headers, "connect-protocol-version") {
         if v.trim() != "1" {
-            return Err(fail(IngestError::Malformed(format!(
+            return Err(IngestError::Malformed(format!(
                 "unsupported Connect-Protocol-Version {v:?}; expected 1"
-            ))));
+            )));
         }
     }
     if !st.ingest.accepts(Signal::Profiles) {
-        return Err(fail(IngestError::NoPipeline(
+        return Err(IngestError::NoPipeline(
             "no pipeline accepts profiles from this receiver".into(),
-        )));
+        ));
     }
-    let enc = Encoding::from_header(header_str(headers, header::CONTENT_ENCODING)).map_err(fail)?;
+    let enc = Encoding::from_header(header_str(headers, header::CONTENT_ENCODING))?;
     let limit = st.limit;
     let raw = axum::body::to_bytes(body, limit).await.map_err(|e| {
         let too_large =
@@ -200,15 +199,15 @@ async fn convert_request(
                 e.source()
             })
             .any(|s| s.is::<http_body_util::LengthLimitError>());
-        fail(if too_large {
+        if too_large {
             IngestError::TooLarge(format!(
                 "request body exceeds max_request_size ({limit} bytes)"
             ))
         } else {
             IngestError::Malformed(format!("cannot read request body: {e}"))
-        })
+        }
     })?;
-    let body = decompress(raw, enc, limit).map_err(fail)?;
+    let body = decompress(raw, enc, limit)?;
     let req = decode_request(&body, codec == Codec::Json)?;
     let out = convert(&req, limit)?;
     let empty = out.is_empty();
@@ -243,7 +242,7 @@ pub fn convert(req: &PushRequest, limit: usize) -> Result<Builder, IngestError> 
             };
             let (profile, size) = convert::decode_sized(&sample.raw_profile, left).map_err(at)?;
             left = left.saturating_sub(size);
-            out.add(&profile, &meta).map_err(at)?;
+            out.add_sized(&profile, size, &meta).map_err(at)?;
         }
     }
     Ok(out)
@@ -278,4 +277,111 @@ pub(super) async fn push(
         body,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(name: &str, value: &str) -> LabelPair {
+        LabelPair {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn pyroscope_label_conventions() {
+        let m = series_meta(&[
+            pair("__name__", "process_cpu"),
+            pair("service_name", "app"),
+            pair("env", "prod"),
+            pair("__delta__", "false"),
+            pair("otel.scope.name", "com.grafana.pyroscope/python"),
+            pair("otel.scope.version", "1.4.0"),
+        ]);
+        assert_eq!(m.service, "app");
+        assert_eq!(m.labels, vec![("env".to_owned(), "prod".to_owned())]);
+        assert_eq!(
+            m.profile_labels,
+            vec![
+                (
+                    "pyroscope.profile.name".to_owned(),
+                    "process_cpu".to_owned()
+                ),
+                ("__delta__".to_owned(), "false".to_owned())
+            ]
+        );
+        assert_eq!(
+            m.scope,
+            Some(("com.grafana.pyroscope/python".into(), "1.4.0".into()))
+        );
+        assert_eq!(series_meta(&[]).service, "unknown_service");
+    }
+
+    #[test]
+    fn protojson_accepts_both_base64_alphabets_and_field_spellings() {
+        // 0xfb 0xff: "+/8=" in standard base64, "-_8" in URL-safe without padding.
+        for (sample, want) in [
+            (
+                r#"{"rawProfile": "+/8=", "ID": "a"}"#,
+                (vec![0xfb, 0xff], "a"),
+            ),
+            (
+                r#"{"raw_profile": "-_8", "id": "b"}"#,
+                (vec![0xfb, 0xff], "b"),
+            ),
+            (r#"{"rawProfile": null}"#, (vec![], "")),
+        ] {
+            let body =
+                format!(r#"{{"series": [{{"labels": [], "samples": [{sample}]}}], "unknown": 1}}"#);
+            let r = decode_request(body.as_bytes(), true).unwrap();
+            let s = &r.series[0].samples[0];
+            assert_eq!((s.raw_profile.clone(), s.id.as_str()), want, "{sample}");
+        }
+        assert!(matches!(
+            decode_request(
+                br#"{"series": [{"samples": [{"rawProfile": "***"}]}]}"#,
+                true
+            ),
+            Err(IngestError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn one_bad_profile_refuses_the_request_naming_it_and_the_limit_is_shared() {
+        let good = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/pprof/sample.cpu"
+        ))
+        .unwrap();
+        let req = |raws: Vec<Vec<u8>>| PushRequest {
+            series: vec![RawProfileSeries {
+                labels: vec![pair("service_name", "s")],
+                samples: raws
+                    .into_iter()
+                    .map(|raw_profile| RawSample {
+                        raw_profile,
+                        id: String::new(),
+                    })
+                    .collect(),
+            }],
+        };
+        let out = convert(&req(vec![good.clone(), good.clone()]), 64 << 20)
+            .unwrap()
+            .finish();
+        assert_eq!(out.resource_profiles.len(), 1);
+        assert_eq!(out.resource_profiles[0].scope_profiles[0].profiles.len(), 4);
+        match convert(&req(vec![good.clone(), b"junk".to_vec()]), 64 << 20) {
+            Err(IngestError::Malformed(m)) => assert!(m.starts_with("series 0 sample 1:"), "{m}"),
+            _ => panic!("junk accepted"),
+        }
+        // Each profile fits the limit alone, two together do not.
+        let one = convert::decode_sized(&good, 64 << 20).unwrap().1;
+        assert!(convert(&req(vec![good.clone()]), one).is_ok());
+        assert!(matches!(
+            convert(&req(vec![good.clone(), good]), one + 10),
+            Err(IngestError::TooLarge(_))
+        ));
+    }
 }

@@ -720,7 +720,8 @@ mod tests {
     #[test]
     fn out_of_range_table_indices_are_refused_not_panics() {
         let n = small().string_table.len() as i64;
-        let cases: Vec<(&str, Box<dyn Fn(&mut proto::Profile)>)> = vec![
+        type Edit = Box<dyn Fn(&mut proto::Profile)>;
+        let cases: Vec<(&str, Edit)> = vec![
             ("drop_frames", Box::new(move |p| p.drop_frames = n)),
             ("keep_frames", Box::new(move |p| p.keep_frames = -1)),
             (

@@ -3,7 +3,13 @@
 use prometheus_client::metrics::counter::Counter;
 use sluice_config::{ByteSize, HumanDuration};
 use sluice_core::{Metrics, PerSignal, Routes, SendError, Signal, Telemetry};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// How many distinct unknown paths a receiver logs one by one; a client scanning random paths
+/// cannot grow the set past this (later ones are still counted, and logged once as a group).
+const LOGGED_UNKNOWN_PATHS: usize = 64;
 
 /// Items the receiver rejected while accepting the rest (OTLP partial success).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -134,6 +140,7 @@ pub struct Ingest {
     timeout: Duration,
     metrics: Metrics,
     accepted: PerSignal<Counter>,
+    unknown_paths: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Ingest {
@@ -145,6 +152,7 @@ impl Ingest {
             timeout,
             metrics: metrics.clone(),
             accepted: PerSignal::new(|s| metrics.receiver_accepted(name, s)),
+            unknown_paths: Arc::default(),
         }
     }
 
@@ -163,6 +171,29 @@ impl Ingest {
             .receiver_refused_requests(&self.name, signal, err.reason())
             .inc();
         tracing::debug!(receiver = %self.name, %signal, items, error = %err, "request refused");
+    }
+
+    /// Counts a request to a path or method the receiver does not serve
+    /// (`sluice_receiver_refused_requests_total{reason="not_found"}`) and logs each path once.
+    pub fn unrouted(&self, method: &str, path: &str) {
+        self.metrics
+            .receiver_refused_requests_unrouted(&self.name, "not_found")
+            .inc();
+        let shown: String = path.chars().take(200).collect();
+        let mut seen = self
+            .unknown_paths
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.contains(&shown) || seen.len() > LOGGED_UNKNOWN_PATHS {
+            return;
+        }
+        if seen.len() == LOGGED_UNKNOWN_PATHS {
+            seen.insert(String::new());
+            tracing::warn!(receiver = %self.name, "more unknown paths requested; they are counted in sluice_receiver_refused_requests_total{{reason=\"not_found\"}} but no longer logged one by one");
+            return;
+        }
+        tracing::warn!(receiver = %self.name, %method, path = %shown, "request to a path or method this receiver does not serve (logged once per path)");
+        seen.insert(shown);
     }
 
     /// Checks ids, then hands the request to every pipeline of its signal.
@@ -196,6 +227,29 @@ impl Ingest {
             }
         }
     }
+}
+
+/// The answer to an unknown path (404) or method (405): plain text naming what the receiver
+/// serves, so a client pointed at the wrong port or path sees why.
+pub fn not_served(
+    code: http::StatusCode,
+    method: &http::Method,
+    path: &str,
+    serves: &str,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let what = if code == http::StatusCode::METHOD_NOT_ALLOWED {
+        "method"
+    } else {
+        "path"
+    };
+    let shown: String = path.chars().take(200).collect();
+    (
+        code,
+        [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("unknown {what}: {method} {shown}; {serves}\n"),
+    )
+        .into_response()
 }
 
 /// Drops spans and log records whose ids have the wrong length; OTLP requires 16-byte trace ids

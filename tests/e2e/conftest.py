@@ -151,7 +151,9 @@ exporters = ["out"]
         out = []
         for f in files:
             if f.exists():
-                out += [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+                # Only whole lines: the exporter may be midway through writing the last one.
+                complete = f.read_text().split("\n")[:-1]
+                out += [json.loads(line) for line in complete if line.strip()]
         return out
 
 

@@ -79,3 +79,56 @@ def top_flat(p: dict, value_index: int = -1) -> str:
         name = leaf[0] if leaf else ""
         flat[name] = flat.get(name, 0) + s["values"][value_index]
     return max(flat.items(), key=lambda kv: (kv[1], kv[0]))[0]
+
+
+def enc_varint(n: int) -> bytes:
+    n &= (1 << 64) - 1  # int64 negatives as two's complement, as protobuf does
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def message(*fields_) -> bytes:
+    """(field number, value) pairs → message bytes: ints as varints, bytes/str length-delimited,
+    lists of ints packed."""
+    out = bytearray()
+    for num, v in fields_:
+        if isinstance(v, bool) or isinstance(v, int):
+            out += enc_varint(num << 3) + enc_varint(int(v))
+        elif isinstance(v, list):
+            packed = b"".join(enc_varint(x) for x in v)
+            out += enc_varint(num << 3 | 2) + enc_varint(len(packed)) + packed
+        else:
+            b = v.encode() if isinstance(v, str) else bytes(v)
+            out += enc_varint(num << 3 | 2) + enc_varint(len(b)) + b
+    return bytes(out)
+
+
+def profile(strings, sample_types, samples=(), mappings=(), locations=(), functions=(), **scalars) -> bytes:
+    """A pprof Profile. samples: (location ids, values, labels as (key, str) pairs);
+    mappings: (id, filename, build_id); locations: (id, mapping id, function id);
+    functions: (id, name); scalars: drop_frames=7, keep_frames=8, comment=13 (list), period=12."""
+    tags = {"drop_frames": 7, "keep_frames": 8, "time_nanos": 9, "duration_nanos": 10, "period": 12, "comment": 13, "default_sample_type": 14}
+    f = [(1, message((1, t), (2, u))) for t, u in sample_types]
+    for locs, values, labels in samples:
+        f.append((2, message((1, list(locs)), (2, list(values)), *[(3, message((1, k), (2, s))) for k, s in labels])))
+    f += [(3, message((1, i), (5, fn), (6, b))) for i, fn, b in mappings]
+    f += [(4, message((1, i), (2, m), (4, message((1, fid), (2, 1))))) for i, m, fid in locations]
+    f += [(5, message((1, i), (2, n))) for i, n in functions]
+    f += [(6, s) for s in strings]
+    f += [(tags[k], v) for k, v in scalars.items()]
+    return message(*f)
+
+
+def push_request(series) -> bytes:
+    """push.v1.PushRequest: series = [(labels dict, [raw profile bytes])]."""
+    return message(*[
+        (1, message(*[(1, message((1, k), (2, v))) for k, v in labels.items()], *[(2, message((1, raw), (2, f"id-{i}"))) for i, raw in enumerate(raws)]))
+        for labels, raws in series
+    ])

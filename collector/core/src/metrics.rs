@@ -235,6 +235,14 @@ impl Metrics {
             .clone()
     }
 
+    /// `sluice_receiver_refused_requests_total{receiver,reason}` for requests that name no signal
+    /// (an unknown path or method), so they are counted like every other refusal.
+    pub fn receiver_refused_requests_unrouted(&self, receiver: &str, reason: &str) -> Counter {
+        self.receiver_refused_requests
+            .get_or_create(&labels(&[("receiver", receiver), ("reason", reason)]))
+            .clone()
+    }
+
     /// `sluice_exporter_sent_items_total{exporter,signal}`.
     pub fn exporter_sent(&self, exporter: &str, signal: Signal) -> Counter {
         self.exporter_sent

@@ -239,10 +239,25 @@ where
         ]
         .into_iter()
         .find_map(|(svc, sig)| path.contains(svc).then_some(sig));
+        // A method this server does not have: tonic answers UNIMPLEMENTED; counted and logged
+        // like an unknown HTTP path.
+        let unknown = (![
+            TraceSvc::EXPORT,
+            MetricsSvc::EXPORT,
+            LogsSvc::EXPORT,
+            ProfilesSvc::EXPORT,
+        ]
+        .contains(&path))
+        .then(|| path.to_owned());
         let fut = self.inner.call(req);
         let ingest = self.ingest.clone();
         Box::pin(async move {
             let mut resp = fut.await?;
+            if let Some(path) = unknown {
+                if resp.headers().get("grpc-status").map(|v| v.as_bytes()) == Some(b"12") {
+                    ingest.unrouted("POST", &path);
+                }
+            }
             if let (Some(signal), Some(code)) = (signal, client_errors_as_otlp_expects(&mut resp)) {
                 let err = if code == "3" {
                     IngestError::Malformed("undecodable gRPC message".into())

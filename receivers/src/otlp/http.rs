@@ -57,7 +57,22 @@ pub fn app(ingest: Ingest, max_request_size: usize) -> Router {
             "/v1development/profiles",
             post(|s, h, b| handle(s, h, b, Signal::Profiles)),
         )
+        .fallback(|s, m, u| unrouted(s, m, u, StatusCode::NOT_FOUND))
+        .method_not_allowed_fallback(|s, m, u| unrouted(s, m, u, StatusCode::METHOD_NOT_ALLOWED))
         .with_state(shared)
+}
+
+/// What this receiver serves, told to a client that asked for something else.
+const SERVES: &str = "this OTLP/HTTP receiver serves POST /v1/traces, /v1/metrics, /v1/logs and /v1development/profiles (Content-Type application/x-protobuf or application/json)";
+
+async fn unrouted(
+    State(st): State<Arc<Shared>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    code: StatusCode,
+) -> Response {
+    st.ingest.unrouted(method.as_str(), uri.path());
+    crate::ingest::not_served(code, &method, uri.path(), SERVES)
 }
 
 /// Serves OTLP/HTTP on `listener` until `shutdown`; in-flight requests finish first.

@@ -1,11 +1,14 @@
-//! The pprof receiver: Pyroscope-compatible `POST /ingest?name=app{k=v}&from=&until=&format=pprof`
-//! (raw body or multipart with a `profile` field) and a plain `POST /v1/pprof?service=app&k=v`.
-//! Bodies are gzipped or raw pprof protobuf (detected by magic bytes); they are converted to OTLP
-//! profiles and enter pipelines like any other signal.
+//! The pprof receiver: Pyroscope's push API `POST /push.v1.PusherService/Push` (connect protocol,
+//! what current Pyroscope SDKs and Grafana Alloy send; see [`push`]), the older Pyroscope
+//! `POST /ingest?name=app{k=v}&from=&until=&format=pprof` (raw body or multipart with a `profile`
+//! field) and a plain `POST /v1/pprof?service=app&k=v`. Profiles are gzipped or raw pprof
+//! protobuf (detected by magic bytes); they are converted to OTLP profiles and enter pipelines
+//! like any other signal.
 
 pub mod config;
 pub mod convert;
 pub mod proto;
+pub mod push;
 
 use crate::ingest::{Ingest, IngestError};
 use axum::extract::{FromRequest, Multipart, Query, Request, State};
@@ -72,8 +75,24 @@ pub fn app(ingest: Ingest, limit: usize) -> Router {
     Router::new()
         .route("/ingest", post(ingest_pyroscope))
         .route("/v1/pprof", post(ingest_raw))
+        .route(push::PATH, post(push::push))
+        .fallback(|s, m, u| unrouted(s, m, u, StatusCode::NOT_FOUND))
+        .method_not_allowed_fallback(|s, m, u| unrouted(s, m, u, StatusCode::METHOD_NOT_ALLOWED))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .with_state(Arc::new(Shared { ingest, limit }))
+}
+
+/// What this receiver serves, told to a client that asked for something else.
+const SERVES: &str = "this pprof receiver serves POST /push.v1.PusherService/Push (Pyroscope push API, connect protocol), POST /ingest (Pyroscope, format=pprof) and POST /v1/pprof";
+
+async fn unrouted(
+    State(st): State<Arc<Shared>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    code: StatusCode,
+) -> Response {
+    st.ingest.unrouted(method.as_str(), uri.path());
+    crate::ingest::not_served(code, &method, uri.path(), SERVES)
 }
 
 fn error(code: StatusCode, msg: String) -> Response {
@@ -101,7 +120,7 @@ async fn accept(st: &Shared, body: &[u8], meta: Meta) -> Response {
         ));
         return error(StatusCode::NOT_FOUND, e.to_string());
     }
-    let profile = match convert::decode(body, st.limit) {
+    let (profile, size) = match convert::decode_sized(body, st.limit) {
         Ok(p) => p,
         Err(e @ PprofError::TooLarge(_)) => {
             refuse(IngestError::TooLarge(e.to_string()));
@@ -112,7 +131,13 @@ async fn accept(st: &Shared, body: &[u8], meta: Meta) -> Response {
             return error(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
-    let request = convert::to_otlp(&profile, &meta);
+    let request = match convert::to_otlp_sized(&profile, size, &meta) {
+        Ok(r) => r,
+        Err(e) => {
+            refuse(IngestError::Malformed(e.to_string()));
+            return error(StatusCode::BAD_REQUEST, e.to_string());
+        }
+    };
     match st
         .ingest
         .ingest(Telemetry::Profiles(Box::new(request)))
@@ -149,6 +174,7 @@ async fn ingest_pyroscope(
         until: q.get("until").and_then(|v| v.parse().ok()),
         spy_name: q.get("spyName").cloned(),
         sample_rate: q.get("sampleRate").and_then(|v| v.parse().ok()),
+        ..Default::default()
     };
     let multipart = req
         .headers()
@@ -321,7 +347,8 @@ mod tests {
                 service: "s".into(),
                 ..Default::default()
             },
-        );
+        )
+        .unwrap();
         let profiles = &req.resource_profiles[0].scope_profiles[0].profiles;
         assert_eq!(profiles.len(), 2);
         let totals: Vec<i64> = profiles

@@ -138,8 +138,17 @@ impl Listeners {
         let std = match self.0.get(&addr) {
             Some(l) => l.try_clone()?,
             None => {
-                // std sets SO_REUSEADDR on Unix, like tokio's bind.
-                let l = std::net::TcpListener::bind(addr)?;
+                // Bound the way tokio's `TcpListener::bind` does (SO_REUSEADDR, a 1024 backlog),
+                // then kept as a std socket so it can be duplicated for a rebuilt receiver.
+                let socket = if addr.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()?
+                } else {
+                    tokio::net::TcpSocket::new_v6()?
+                };
+                #[cfg(unix)]
+                socket.set_reuseaddr(true)?;
+                socket.bind(addr)?;
+                let l = socket.listen(1024)?.into_std()?;
                 let copy = l.try_clone()?;
                 self.0.insert(addr, l);
                 copy

@@ -263,3 +263,22 @@ pub fn data_point_count(m: &Metric) -> u64 {
         None => 0,
     }
 }
+
+/// Keeps the data points of one metric, whatever its type, for which `keep` (given the point's
+/// attributes, which it may edit) returns true: the one walk over the five data point kinds that
+/// attribute edits and filters share.
+pub fn retain_data_points(
+    m: &mut Metric,
+    mut keep: impl FnMut(&mut Vec<opentelemetry_proto::tonic::common::v1::KeyValue>) -> bool,
+) {
+    match &mut m.data {
+        Some(Data::Gauge(g)) => g.data_points.retain_mut(|p| keep(&mut p.attributes)),
+        Some(Data::Sum(s)) => s.data_points.retain_mut(|p| keep(&mut p.attributes)),
+        Some(Data::Histogram(h)) => h.data_points.retain_mut(|p| keep(&mut p.attributes)),
+        Some(Data::ExponentialHistogram(h)) => {
+            h.data_points.retain_mut(|p| keep(&mut p.attributes))
+        }
+        Some(Data::Summary(s)) => s.data_points.retain_mut(|p| keep(&mut p.attributes)),
+        None => {}
+    }
+}

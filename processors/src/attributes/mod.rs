@@ -2,12 +2,12 @@
 //! record and metric data point (e.g. to add `deployment.environment` or drop a secret header).
 
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 pub mod config;
 
 pub use config::{AttributeAction, AttributeActionKind, AttributesConfig};
 use sluice_config::Signal;
 use sluice_core::component::{Problems, ProcessorContext, ProcessorInstance, ProcessorKind};
+use sluice_core::telemetry::retain_data_points;
 use sluice_core::{Processor, Stateless, Telemetry};
 use std::sync::Arc;
 
@@ -85,29 +85,10 @@ impl Processor for AttributesProcessor {
                     .flat_map(|rm| rm.scope_metrics.iter_mut())
                     .flat_map(|sm| sm.metrics.iter_mut())
                 {
-                    match &mut m.data {
-                        Some(Data::Gauge(g)) => g
-                            .data_points
-                            .iter_mut()
-                            .for_each(|p| self.apply(&mut p.attributes)),
-                        Some(Data::Sum(g)) => g
-                            .data_points
-                            .iter_mut()
-                            .for_each(|p| self.apply(&mut p.attributes)),
-                        Some(Data::Histogram(g)) => g
-                            .data_points
-                            .iter_mut()
-                            .for_each(|p| self.apply(&mut p.attributes)),
-                        Some(Data::ExponentialHistogram(g)) => g
-                            .data_points
-                            .iter_mut()
-                            .for_each(|p| self.apply(&mut p.attributes)),
-                        Some(Data::Summary(g)) => g
-                            .data_points
-                            .iter_mut()
-                            .for_each(|p| self.apply(&mut p.attributes)),
-                        None => {}
-                    }
+                    retain_data_points(m, |attrs| {
+                        self.apply(attrs);
+                        true
+                    });
                 }
             }
             // Validation keeps this processor out of profile pipelines.

@@ -6,10 +6,10 @@ pub mod config;
 
 pub use config::{Condition, FilterConfig};
 use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
-use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use sluice_config::Signal;
 use sluice_core::component::{Problems, ProcessorContext, ProcessorInstance, ProcessorKind};
+use sluice_core::telemetry::{data_point_count, retain_data_points};
 use sluice_core::{Processor, Stateless, Telemetry};
 use std::sync::Arc;
 
@@ -78,33 +78,9 @@ impl Processor for Filter {
                     let res = rm.resource.as_ref();
                     for sm in &mut rm.scope_metrics {
                         for m in &mut sm.metrics {
-                            match &mut m.data {
-                                Some(Data::Gauge(g)) => {
-                                    g.data_points.retain(|p| !self.drops(&p.attributes, res))
-                                }
-                                Some(Data::Sum(g)) => {
-                                    g.data_points.retain(|p| !self.drops(&p.attributes, res))
-                                }
-                                Some(Data::Histogram(g)) => {
-                                    g.data_points.retain(|p| !self.drops(&p.attributes, res))
-                                }
-                                Some(Data::ExponentialHistogram(g)) => {
-                                    g.data_points.retain(|p| !self.drops(&p.attributes, res))
-                                }
-                                Some(Data::Summary(g)) => {
-                                    g.data_points.retain(|p| !self.drops(&p.attributes, res))
-                                }
-                                None => {}
-                            }
+                            retain_data_points(m, |attrs| !self.drops(attrs, res));
                         }
-                        sm.metrics.retain(|m| match &m.data {
-                            Some(Data::Gauge(g)) => !g.data_points.is_empty(),
-                            Some(Data::Sum(g)) => !g.data_points.is_empty(),
-                            Some(Data::Histogram(g)) => !g.data_points.is_empty(),
-                            Some(Data::ExponentialHistogram(g)) => !g.data_points.is_empty(),
-                            Some(Data::Summary(g)) => !g.data_points.is_empty(),
-                            None => false,
-                        });
+                        sm.metrics.retain(|m| data_point_count(m) > 0);
                     }
                     rm.scope_metrics.retain(|sm| !sm.metrics.is_empty());
                 }

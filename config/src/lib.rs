@@ -4,6 +4,7 @@
 
 pub mod components;
 pub mod error;
+pub mod retention;
 pub mod source;
 mod tagged;
 pub mod types;
@@ -11,6 +12,7 @@ mod validate;
 
 pub use components::*;
 pub use error::{ConfigError, ConfigErrors};
+pub use retention::Retention;
 pub use types::{ByteSize, HumanDuration, ListenAddr};
 
 use serde::{Deserialize, Serialize};

@@ -259,8 +259,9 @@ pub(crate) fn validate(cfg: &Config, src: &Source) -> Result<(), Vec<ConfigError
                         ),
                     );
                 }
-                if c.ttl.is_some_and(|t| t.0.as_secs() < 3600) {
-                    err(with(&base, "ttl"), "must be at least 1h".into());
+                for (signal, msg) in c.ttl.problems() {
+                    let ttl = with(&base, "ttl");
+                    err(signal.map_or(ttl.clone(), |s| with(&ttl, s.as_str())), msg);
                 }
             }
             ExporterConfig::Kafka(k) => {

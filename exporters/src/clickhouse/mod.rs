@@ -5,6 +5,7 @@
 //! ClickHouse that is down at start only delays delivery: exports fail retryably, the queue holds
 //! the data, and it flows once the server answers.
 
+mod retention;
 pub mod rows;
 pub mod schema;
 
@@ -111,6 +112,7 @@ impl ClickhouseExporter {
                 err
             })?;
         }
+        self.reconcile_ttl(&admin).await?;
         tracing::info!(endpoint = %self.cfg.endpoint, database = %self.cfg.database, "ClickHouse schema ready");
         self.schema_ready.store(true, Ordering::Release);
         Ok(())

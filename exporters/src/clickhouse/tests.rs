@@ -89,3 +89,70 @@ exporters = ["ch"]
         "idempotent"
     );
 }
+
+#[test]
+fn per_signal_ttl_and_reading_it_back() {
+    let cfg: sluice_config::Config = sluice_config::Config::from_str_named(
+        "t.toml",
+        r#"
+[receivers.otlp]
+type = "otlp"
+grpc = "127.0.0.1:4317"
+[exporters.ch]
+type = "clickhouse"
+endpoint = "http://ch:8123"
+ttl = { traces = "7d", logs = "30d", metrics = "24h" }
+[pipelines.p]
+signals = ["traces"]
+receivers = ["otlp"]
+exporters = ["ch"]
+"#,
+        &|_| None,
+    )
+    .unwrap();
+    let sluice_config::ExporterConfig::Clickhouse(c) = &cfg.exporters["ch"] else {
+        panic!()
+    };
+    let ddl = schema::statements(c).join("\n");
+    assert!(ddl.contains("TTL toDateTime(Timestamp) + toIntervalSecond(604800)"));
+    assert!(ddl.contains("TTL TimestampTime + toIntervalSecond(2592000)"));
+    assert!(ddl.contains("TTL toDateTime(TimeUnix) + toIntervalSecond(86400)"));
+    let tables = schema::ttl_tables(c);
+    assert_eq!(tables.len(), 9);
+    let profiles = tables.iter().find(|t| t.table == "otel_profiles").unwrap();
+    assert_eq!(profiles.expr, None, "profiles left out: kept forever");
+    let engine = "MergeTree PARTITION BY toDate(TimestampTime) ORDER BY (ServiceName, TimestampTime) TTL TimestampTime + toIntervalSecond(2592000) SETTINGS index_granularity = 8192";
+    assert_eq!(
+        schema::current_ttl(engine).as_deref(),
+        Some("TimestampTime+toIntervalSecond(2592000)")
+    );
+    assert_eq!(
+        schema::current_ttl("MergeTree ORDER BY x SETTINGS a = 1"),
+        None
+    );
+}
+
+#[test]
+fn ttl_shorter_than_an_hour_is_refused_at_its_line() {
+    let errs = sluice_config::Config::from_str_named(
+        "t.toml",
+        r#"
+[receivers.otlp]
+type = "otlp"
+grpc = "127.0.0.1:4317"
+[exporters.ch]
+type = "clickhouse"
+endpoint = "http://ch:8123"
+ttl = { traces = "7d", logs = "10m" }
+[pipelines.p]
+signals = ["traces"]
+receivers = ["otlp"]
+exporters = ["ch"]
+"#,
+        &|_| None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(errs.contains("t.toml:8"), "{errs}");
+    assert!(errs.contains("exporters.ch.ttl.logs"), "{errs}");
+}

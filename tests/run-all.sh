@@ -29,6 +29,9 @@ cargo bench --workspace --locked -- --test
 step "Python test environment (OpenTelemetry SDK, chDB for a real ClickHouse engine; from PyPI)"
 bash tests/setup.sh
 
+step "Browser and terminal tools for the status page and sluice top tests (Debian chromium + tmux, playwright-core from npm)"
+bash tests/browser/setup.sh
+
 step "Kafka broker for the Kafka exporter tests and benchmark (tansu from crates.io, built once per machine)"
 bash tests/kafka/setup.sh
 

@@ -1,4 +1,4 @@
-//! The admin server: `/healthz`, `/readyz`, `/metrics` (Prometheus text), `/status` (JSON).
+//! The admin server: `/` (status page, see `status_page`), `/healthz`, `/readyz`, `/metrics` (Prometheus text), `/status` (JSON).
 
 use crate::topology::StatusInfo;
 use axum::extract::State;
@@ -28,6 +28,7 @@ pub fn app(state: Admin) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
+        .merge(crate::status_page::routes())
         .with_state(state)
 }
 

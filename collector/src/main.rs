@@ -2,6 +2,7 @@
 
 mod admin;
 mod pipeline;
+mod status_page;
 mod topology;
 
 use anyhow::{Context, Result};

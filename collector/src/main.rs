@@ -2,7 +2,10 @@
 
 mod admin;
 mod pipeline;
+mod prom_text;
+mod self_telemetry;
 mod status_page;
+mod top;
 mod topology;
 
 use anyhow::{Context, Result};
@@ -39,6 +42,15 @@ enum Command {
     Validate,
     /// Print the embedded default configuration.
     DefaultConfig,
+    /// Live terminal view of a running Sluice (rates, queues, drops, samplers), read from its admin server.
+    Top {
+        /// Admin server (HOST:PORT); default: `service.admin` of --config, else 127.0.0.1:13133.
+        #[arg(long, value_name = "HOST:PORT")]
+        admin: Option<String>,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+    },
 }
 
 fn load(path: Option<&PathBuf>) -> Result<Config, ConfigErrors> {
@@ -55,6 +67,7 @@ fn main() -> ExitCode {
             print!("{}", sluice_config::EMBEDDED_DEFAULT);
             ExitCode::SUCCESS
         }
+        Command::Top { admin, interval } => top::main(cli.config.as_deref(), admin, interval),
         Command::Validate => match load(cli.config.as_ref()) {
             Ok(cfg) => {
                 println!(
@@ -79,7 +92,6 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            init_logging(&cfg.service.log_level);
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -90,31 +102,37 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(run(cfg)) {
+            let telemetry = match cfg.service.telemetry.as_ref().map(|t| {
+                let _in_runtime = rt.enter();
+                self_telemetry::start(t)
+            }) {
+                None => None,
+                Some(Ok(t)) => Some(t),
+                Some(Err(e)) => {
+                    eprintln!("sluice: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            self_telemetry::init_logging(&cfg.service.log_level, telemetry.as_ref());
+            let code = match rt.block_on(run(cfg)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
                     eprintln!("sluice: {e:#}");
                     ExitCode::FAILURE
                 }
+            };
+            if let Some(t) = telemetry {
+                t.shutdown();
             }
+            code
         }
     }
 }
 
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 async fn run(cfg: Config) -> Result<()> {
     let metrics = Metrics::new();
+    self_telemetry::watch(&metrics);
     let mut topo = topology::Topology::start(&cfg, metrics.clone()).await?;
     let ready = Arc::new(AtomicBool::new(false));
     let admin_stop = CancellationToken::new();

@@ -156,7 +156,7 @@ impl Topology {
                 tracing::warn!(exporter = %name, "exporter is not used by any pipeline; not started");
                 continue;
             }
-            let exp = build_exporter(name, ecfg)?;
+            let exp = crate::self_telemetry::traced(name, build_exporter(name, ecfg)?);
             let (q, task) = spawn_exporter(
                 name,
                 exp,

@@ -7,12 +7,14 @@ pub mod error;
 pub mod retention;
 pub mod source;
 mod tagged;
+pub mod telemetry;
 pub mod types;
 mod validate;
 
 pub use components::*;
 pub use error::{ConfigError, ConfigErrors};
 pub use retention::Retention;
+pub use telemetry::{TelemetryConfig, TelemetryProtocol};
 pub use types::{ByteSize, HumanDuration, ListenAddr};
 
 use serde::{Deserialize, Serialize};
@@ -103,6 +105,9 @@ pub struct ServiceConfig {
     /// How long shutdown may take to flush batches and queues before it gives up (and counts the loss).
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout: HumanDuration,
+    /// `[service.telemetry]`: own metrics, logs and spans over OTLP; absent = off.
+    #[serde(default)]
+    pub telemetry: Option<TelemetryConfig>,
 }
 
 impl Default for ServiceConfig {
@@ -111,6 +116,7 @@ impl Default for ServiceConfig {
             admin: default_admin(),
             log_level: default_log_level(),
             shutdown_timeout: default_shutdown_timeout(),
+            telemetry: None,
         }
     }
 }

@@ -39,6 +39,11 @@ pub(crate) fn validate(cfg: &Config, src: &Source) -> Result<(), Vec<ConfigError
             addrs.insert(addr, path);
         }
     };
+    if let Some(t) = &cfg.service.telemetry {
+        for (k, msg) in t.problems() {
+            err(vec![key("service"), key("telemetry"), key(k)], msg);
+        }
+    }
     if let Some(a) = cfg.service.admin {
         claim(a.0, vec![key("service"), key("admin")], &mut err);
     }

@@ -190,13 +190,17 @@ mod tests {
         assert_eq!(load.label("exporter"), Some("out \"x\""));
         assert_eq!(load.value, 0.5);
         let fams = families(&m.render());
+        // Only families with a series are listed (the registry skips empty ones).
         assert!(fams
             .iter()
-            .any(|(n, k, h)| n == "sluice_dropped_items_total"
+            .any(|(n, k, h)| n == "sluice_receiver_accepted_items_total"
                 && *k == Kind::Counter
-                && h.starts_with("Items dropped")));
+                && h.starts_with("Items (spans")));
         assert!(fams
             .iter()
-            .any(|(n, k, _)| n == "sluice_exporter_queue_items" && *k == Kind::Gauge));
+            .any(|(n, k, _)| n == "sluice_exporter_load" && *k == Kind::Gauge));
+        assert!(!fams
+            .iter()
+            .any(|(n, _, _)| n == "sluice_dropped_items_total"));
     }
 }

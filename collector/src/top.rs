@@ -404,9 +404,13 @@ impl App {
         let st = self.status();
         let reload = match &st["last_reload"] {
             Value::Object(r) => format!(
-                "  last reload: {} {}{}",
+                "  last reload: {} {}{}{}",
                 r.get("result").and_then(Value::as_str).unwrap_or("?"),
                 r.get("time").and_then(Value::as_str).unwrap_or(""),
+                r.get("trigger")
+                    .and_then(Value::as_str)
+                    .map(|t| format!(" ({t})"))
+                    .unwrap_or_default(),
                 r.get("error")
                     .and_then(Value::as_str)
                     .map(|e| format!(" ({e})"))

@@ -181,7 +181,7 @@ function render(status, samples) {
   if (reload) {
     r.replaceChildren(
       el("span", { class: reload.result }, reload.result),
-      ` at ${reload.time}` + (reload.config_hash ? `, config ${String(reload.config_hash).slice(0, 12)}` : "") + (reload.error ? ` — ${reload.error}` : ""),
+      ` at ${reload.time}` + (reload.trigger ? ` (${reload.trigger})` : "") + (reload.config_hash ? `, config ${String(reload.config_hash).slice(0, 12)}` : "") + (reload.error ? ` — ${reload.error}` : ""),
     );
   } else {
     r.textContent = "no reload yet (running the configuration it started with)";

@@ -51,6 +51,10 @@ SCENARIOS = [
 ]
 
 
+# OTLP endpoint of a sink for the Sluices' own telemetry (--self-telemetry), else None.
+SELF_TELEMETRY = None
+
+
 def config(sl, kind, data_dir, downstream=None, ch_url=None, kafka=None):
     processors = '["batch"]'
     exporter = 'type = "blackhole"'
@@ -72,10 +76,14 @@ def config(sl, kind, data_dir, downstream=None, ch_url=None, kafka=None):
         exporter = f'type = "clickhouse"\nendpoint = "{ch_url}"\ndatabase = "otel"'
     elif kind == "kafka":
         exporter = f'type = "kafka"\nbrokers = ["{kafka}"]'
+    telemetry = ""
+    if SELF_TELEMETRY:
+        telemetry = f'[service.telemetry]\nendpoint = "{SELF_TELEMETRY}"\ninterval = "1s"\n'
     return f"""
 [service]
 admin = "127.0.0.1:{sl.admin}"
 log_level = "warn"
+{telemetry}
 [receivers.otlp]
 type = "otlp"
 grpc = "127.0.0.1:{sl.grpc}"
@@ -188,22 +196,35 @@ def main():
     ap.add_argument("--only", default="", help="run the scenarios whose name contains this")
     ap.add_argument("--scenarios", default="", help="comma-separated exact scenario names to run")
     ap.add_argument("--overload-seconds", type=int, default=60)
+    ap.add_argument("--self-telemetry", action="store_true",
+                    help="every Sluice under test exports its own telemetry (1s interval) to a separate sink Sluice")
+    ap.add_argument("--blackhole", action="store_true", help="only the scenarios into a plain blackhole")
     args = ap.parse_args()
     if not os.environ.get("SLUICE_BIN"):
         subprocess.run(["cargo", "build", "--release", "--locked", "-p", "sluice", "-p", "sluice-loadgen"], cwd=ROOT, check=True)
     seconds = 1 if args.quick else args.seconds
     work = pathlib.Path(tempfile.mkdtemp(prefix="sluice-bench-"))
+    global SELF_TELEMETRY
+    sink = None
+    if args.self_telemetry:
+        sink = Sluice(work, "telemetry-sink")
+        sink.start(config(sink, "blackhole", None), binary=SLUICE)
+        SELF_TELEMETRY = f"http://127.0.0.1:{sink.grpc}"
     results = []
     for sc in SCENARIOS:
         if args.only and args.only not in sc[0]:
             continue
         if args.scenarios and sc[0] not in args.scenarios.split(","):
             continue
+        if args.blackhole and (sc[4] != "blackhole" or sc[5]):
+            continue
         secs = args.overload_seconds if sc[4] == "overload" and not args.quick else seconds
         r = run(*sc, secs, work)
         results.append(r)
         print(json.dumps(r), flush=True)
-    if not args.quick and not args.only and not args.scenarios:
+    if sink:
+        sink.stop()
+    if not args.quick and not args.only and not args.scenarios and not args.blackhole and not args.self_telemetry:
         (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     print("\n| scenario | items/s | items per Sluice CPU-s | Sluice CPU | peak RSS MiB | p50 ms | p99 ms | B/span | refused / failed requests |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -8,7 +8,8 @@
 # On 2 cores the time goes to compiling. The Kafka broker (tansu, built from crates.io once per
 # machine) compiles in the background at the lowest priority from the start, so it uses the CPU the
 # foreground leaves idle (downloads, linking, the end-to-end tests) instead of adding its own
-# minutes; the Kafka tests run last, once it is there. The workspace is compiled once, in the `ci`
+# minutes; the Kafka tests run last, once it is there. The downloads (PyPI, Debian, npm) run in the
+# background while the workspace compiles. The workspace is compiled once, in the `ci`
 # profile (release without LTO), for the binary, the tests and the benches' test mode alike.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,11 @@ mkdir -p target
 step "Kafka broker (tansu from crates.io, once per machine): building in the background"
 nice -n 19 bash tests/kafka/setup.sh > target/kafka-setup.log 2>&1 &
 kafka_setup=$!
+
+step "Python test environment (OpenTelemetry SDK, chDB, confluent-kafka, Pyroscope and Helm SDKs; PyPI) and browser and terminal tools (Debian chromium + tmux, playwright-core from npm): in the background"
+# One after the other: both may call apt-get, which takes a lock.
+(bash tests/setup.sh && bash tests/browser/setup.sh) > target/test-setup.log 2>&1 &
+test_setup=$!
 
 step "toolchain components"
 if command -v rustup >/dev/null 2>&1; then
@@ -40,8 +46,13 @@ export SLUICE_LOADGEN="$PWD/target/ci/sluice-loadgen"
 step "cargo test (unit, Rust end-to-end against $SLUICE_BIN, criterion benches once each)"
 cargo test --workspace --all-targets --locked --profile ci
 
-step "Python test environment (OpenTelemetry SDK, chDB, confluent-kafka, Helm SDK; from PyPI)"
-bash tests/setup.sh
+step "waiting for the Python environment and the browser tools"
+if ! wait "$test_setup"; then
+  cat target/test-setup.log >&2
+  echo "test environment setup failed" >&2
+  exit 1
+fi
+cat target/test-setup.log
 
 step "end-to-end tests with real clients (all but Kafka), chfront's and the Helm chart's tests"
 .venv/bin/python -m pytest -q -p no:cacheprovider --ignore=tests/e2e/test_kafka.py

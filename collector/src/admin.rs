@@ -1,5 +1,5 @@
-//! The admin server: `/healthz`, `/readyz`, `/metrics` (Prometheus text), `/status` (JSON) and
-//! `POST /reload`.
+//! The admin server: `/` (status page, see `status_page`), `/healthz`, `/readyz`, `/metrics`
+//! (Prometheus text), `/status` (JSON) and `POST /reload`.
 
 use crate::reload::ReloadOutcome;
 use crate::topology::StatusInfo;
@@ -41,6 +41,7 @@ pub fn app(state: Admin) -> Router {
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/reload", post(reload))
+        .merge(crate::status_page::routes())
         .with_state(state)
 }
 

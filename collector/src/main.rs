@@ -2,9 +2,13 @@
 
 mod admin;
 mod pipeline;
+mod prom_text;
 #[cfg(test)]
 mod registry_tests;
 mod reload;
+mod self_telemetry;
+mod status_page;
+mod top;
 mod topology;
 mod watch;
 
@@ -48,6 +52,15 @@ enum Command {
     Validate,
     /// Print the embedded default configuration.
     DefaultConfig,
+    /// Live terminal view of a running Sluice (rates, queues, drops, samplers), read from its admin server.
+    Top {
+        /// Admin server (HOST:PORT); default: `service.admin` of --config, else 127.0.0.1:13133.
+        #[arg(long, value_name = "HOST:PORT")]
+        admin: Option<String>,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+    },
 }
 
 /// Every component kind this binary knows: one registration line per kind, in each crate.
@@ -76,6 +89,9 @@ fn main() -> ExitCode {
             print!("{}", sluice_config::EMBEDDED_DEFAULT);
             ExitCode::SUCCESS
         }
+        Command::Top { admin, interval } => {
+            top::main(cli.config.as_deref(), admin.clone(), *interval)
+        }
         Command::Validate => match load(&registry, cli.config.as_ref()) {
             Ok(cfg) => {
                 println!(
@@ -100,7 +116,6 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            init_logging(&cfg.config.service.log_level);
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -111,35 +126,41 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            let telemetry = match cfg.config.service.telemetry.as_ref().map(|t| {
+                let _in_runtime = rt.enter();
+                self_telemetry::start(t)
+            }) {
+                None => None,
+                Some(Ok(t)) => Some(t),
+                Some(Err(e)) => {
+                    eprintln!("sluice: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            self_telemetry::init_logging(&cfg.config.service.log_level, telemetry.as_ref());
             let source = reload::Source {
                 registry,
                 path: cli.config.clone(),
             };
-            match rt.block_on(run(cfg, source, cli.watch)) {
+            let code = match rt.block_on(run(cfg, source, cli.watch)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
                     eprintln!("sluice: {e:#}");
                     ExitCode::FAILURE
                 }
+            };
+            if let Some(t) = telemetry {
+                t.shutdown();
             }
+            code
         }
     }
 }
 
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 async fn run(cfg: Resolved, source: reload::Source, watch: bool) -> Result<()> {
     let metrics = Metrics::new();
+    self_telemetry::watch(&metrics);
     let (failures_tx, mut failures) = mpsc::unbounded_channel();
     let admin_addr = cfg.config.service.admin;
     let mut reloader = reload::Reloader::start(cfg, source, metrics.clone(), failures_tx)?;

@@ -146,3 +146,13 @@ fn addresses_claimed_twice_are_rejected() {
     assert_eq!(e.path.as_deref(), Some("receivers.otlp.http"), "{e}");
     assert!(e.message.contains("already used"), "{e}");
 }
+
+#[test]
+fn clickhouse_ttl_shorter_than_an_hour_is_refused_at_its_line() {
+    let e = first_err(&GOOD.replace(
+        "type = \"otlp\"\nendpoint = \"http://${CH_HOST}:4317\"",
+        "type = \"clickhouse\"\nendpoint = \"http://ch:8123\"\nttl = { traces = \"7d\", logs = \"10m\" }",
+    ));
+    assert_eq!(e.path.as_deref(), Some("exporters.out.ttl.logs"), "{e}");
+    assert_eq!(e.line, Some(14), "{e}");
+}

@@ -114,6 +114,7 @@ impl Reloader {
     /// Reads the configuration again and applies it; on any error the running topology stays.
     pub fn reload(&mut self, trigger: &str) -> ReloadOutcome {
         let started = Instant::now();
+        let started_at = SystemTime::now();
         let result = self
             .source
             .load()
@@ -165,6 +166,11 @@ impl Reloader {
             }
         };
         self.metrics.config_reload(result).inc();
+        crate::self_telemetry::record_reload(
+            started_at,
+            &hex(self.hash),
+            error.as_deref().map_or(Ok(()), Err),
+        );
         let outcome = ReloadOutcome {
             time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             trigger: trigger.to_owned(),

@@ -235,6 +235,7 @@ impl Topology {
                 .spec
                 .build(&ctx)
                 .map_err(|m| anyhow::anyhow!("exporter {name}: {m}"))?;
+            let built = crate::self_telemetry::traced(name, built);
             exporters.insert(name.clone(), Fresh::New((built, dec.clone())));
         }
         let used_processors = used(next, Section::Processors);

@@ -6,12 +6,16 @@
 
 pub mod delivery;
 pub mod error;
+pub mod retention;
 pub mod source;
+pub mod telemetry;
 pub mod types;
 
 pub use delivery::{DeliveryConfig, QueueConfig, RetryConfig, WhenFull};
 pub use error::{ConfigError, ConfigErrors};
+pub use retention::Retention;
 pub use source::Seg;
+pub use telemetry::{TelemetryConfig, TelemetryProtocol};
 pub use types::{ByteSize, HumanDuration, ListenAddr};
 
 use serde::de::DeserializeOwned;
@@ -173,6 +177,9 @@ pub struct ServiceConfig {
     /// How long shutdown may take to flush batches and queues before it gives up (and counts the loss).
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout: HumanDuration,
+    /// `[service.telemetry]`: own metrics, logs and spans over OTLP; absent = off.
+    #[serde(default)]
+    pub telemetry: Option<TelemetryConfig>,
 }
 
 impl Default for ServiceConfig {
@@ -181,6 +188,7 @@ impl Default for ServiceConfig {
             admin: default_admin(),
             log_level: default_log_level(),
             shutdown_timeout: default_shutdown_timeout(),
+            telemetry: None,
         }
     }
 }
@@ -319,6 +327,11 @@ impl Config {
     fn shape_problems(&self) -> Vec<ConfigError> {
         let mut errs = Vec::new();
         let key = |s: &str| Seg::Key(s.to_owned());
+        if let Some(t) = &self.service.telemetry {
+            for (k, msg) in t.problems() {
+                errs.push(self.error_at(&[key("service"), key("telemetry"), key(k)], msg));
+            }
+        }
         if self.pipelines.is_empty() {
             errs.push(self.error_at(
                 &[],

@@ -50,6 +50,10 @@ BROKEN = {
     "wrong value type": ('timeout = "200ms"', 'timeout = "200ms"\nmax_items = "many"', 12, "processors.batch.max_items", "integer"),
     "bad kafka broker": ('type = "file"\npath = "/tmp/sluice-validate-test"', 'type = "kafka"\nbrokers = ["kafka-1:9092", "kafka-2"]', 19, "exporters.out.brokers[1]", "host:port"),
     "bad kafka topic": ('type = "file"\npath = "/tmp/sluice-validate-test"', 'type = "kafka"\nbrokers = ["k:9092"]\ntopics = { traces = "spans/all" }', 20, "exporters.out.topics.traces", "invalid topic"),
+    "bad telemetry endpoint": ('admin = "127.0.0.1:13999"', 'admin = "127.0.0.1:13999"\n[service.telemetry]\nendpoint = "collector:4317"', 4, "service.telemetry.endpoint", "URL"),
+    "bad telemetry protocol": ('admin = "127.0.0.1:13999"', 'admin = "127.0.0.1:13999"\n[service.telemetry]\nendpoint = "http://c:4317"\nprotocol = "udp"', 5, "service.telemetry.protocol", "expected `grpc` or `http`"),
+    "short retention": ('type = "file"\npath = "/tmp/sluice-validate-test"', 'type = "clickhouse"\nendpoint = "http://ch:8123"\nttl = { traces = "7d", logs = "10m" }', 20, "exporters.out.ttl.logs", "at least 1h"),
+    "bad retention key": ('type = "file"\npath = "/tmp/sluice-validate-test"', 'type = "clickhouse"\nendpoint = "http://ch:8123"\nttl = { spans = "7d" }', 20, "exporters.out.ttl.spans", "unknown field `spans`"),
     "delete with value": ('action = "insert"', 'action = "delete"', 15, "processors.tag.actions[0].value", "no `value`"),
 }
 

@@ -70,8 +70,9 @@ pub struct ClickhouseExporterConfig {
     /// Create the database, tables and materialized view on start (idempotent).
     #[serde(default = "yes")]
     pub create_schema: bool,
-    /// Drop data older than this (TTL on every table); absent = keep forever.
-    pub ttl: Option<HumanDuration>,
+    /// Drop data older than this: one duration for every table, or per signal; absent = keep forever.
+    #[serde(default)]
+    pub ttl: sluice_config::Retention,
     /// Adds `ON CLUSTER` to every DDL statement.
     pub cluster: Option<String>,
     /// Table engine, e.g. `MergeTree()` or `ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')`.

@@ -5,6 +5,7 @@
 //! ClickHouse that is down at start only delays delivery: exports fail retryably, the queue holds
 //! the data, and it flows once the server answers.
 
+mod retention;
 pub mod rows;
 pub mod schema;
 
@@ -115,6 +116,7 @@ impl ClickhouseExporter {
                 err
             })?;
         }
+        self.reconcile_ttl(&admin).await?;
         tracing::info!(endpoint = %self.cfg.endpoint, database = %self.cfg.database, "ClickHouse schema ready");
         self.schema_ready.store(true, Ordering::Release);
         Ok(())
@@ -233,8 +235,11 @@ impl ExporterKind for ClickhouseExporterConfig {
                 format!("expected a MergeTree-family engine, got {:?}", self.table_engine),
             );
         }
-        if self.ttl.is_some_and(|t| t.0.as_secs() < 3600) {
-            problems.at("ttl", "must be at least 1h");
+        for (signal, msg) in self.ttl.problems() {
+            match signal {
+                Some(s) => problems.at(&format!("ttl.{s}"), msg),
+                None => problems.at("ttl", msg),
+            }
         }
     }
 

@@ -2,6 +2,7 @@
 //! Grafana's ClickHouse data source works unchanged), plus `otel_profiles`.
 
 use super::config::ClickhouseExporterConfig;
+use sluice_config::Signal;
 
 const ATTR_INDEXES: &str = "
     INDEX idx_res_attr_key mapKeys(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
@@ -36,6 +37,82 @@ const EXEMPLARS: &str = "
         TraceId String
     ) CODEC(ZSTD(1)),";
 
+const TRACES_TTL_COLUMN: &str = "toDateTime(Timestamp)";
+const TRACE_ID_TS_TTL_COLUMN: &str = "toDateTime(Start)";
+const LOGS_TTL_COLUMN: &str = "TimestampTime";
+const METRICS_TTL_COLUMN: &str = "toDateTime(TimeUnix)";
+const PROFILES_TTL_COLUMN: &str = "toDateTime(Timestamp)";
+
+/// The TTL expression of a table holding `signal` with time column `col`, as ClickHouse prints
+/// it back in `system.tables` (so a changed retention can be told from an unchanged one).
+fn ttl_expr(cfg: &ClickhouseExporterConfig, signal: Signal, col: &str) -> Option<String> {
+    cfg.ttl
+        .of(signal)
+        .map(|d| format!("{col} + toIntervalSecond({})", d.0.as_secs()))
+}
+
+/// A table that carries a TTL, and the TTL it should have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableTtl {
+    /// Table name (without the database).
+    pub table: String,
+    /// The signal whose retention it follows.
+    pub signal: Signal,
+    /// `COLUMN + toIntervalSecond(N)`, or `None` to keep rows forever.
+    pub expr: Option<String>,
+}
+
+/// Every table with a TTL clause and what that clause should say, so a changed `ttl` can be
+/// brought up to date with `ALTER TABLE … MODIFY TTL` instead of recreating tables.
+pub fn ttl_tables(cfg: &ClickhouseExporterConfig) -> Vec<TableTtl> {
+    let t = &cfg.tables;
+    let one = |table: String, signal: Signal, col: &str| TableTtl {
+        expr: ttl_expr(cfg, signal, col),
+        table,
+        signal,
+    };
+    vec![
+        one(t.traces.clone(), Signal::Traces, TRACES_TTL_COLUMN),
+        one(
+            format!("{}_trace_id_ts", t.traces),
+            Signal::Traces,
+            TRACE_ID_TS_TTL_COLUMN,
+        ),
+        one(t.logs.clone(), Signal::Logs, LOGS_TTL_COLUMN),
+        one(t.metrics_gauge.clone(), Signal::Metrics, METRICS_TTL_COLUMN),
+        one(t.metrics_sum.clone(), Signal::Metrics, METRICS_TTL_COLUMN),
+        one(
+            t.metrics_histogram.clone(),
+            Signal::Metrics,
+            METRICS_TTL_COLUMN,
+        ),
+        one(
+            t.metrics_exp_histogram.clone(),
+            Signal::Metrics,
+            METRICS_TTL_COLUMN,
+        ),
+        one(
+            t.metrics_summary.clone(),
+            Signal::Metrics,
+            METRICS_TTL_COLUMN,
+        ),
+        one(t.profiles.clone(), Signal::Profiles, PROFILES_TTL_COLUMN),
+    ]
+}
+
+/// The TTL clause in a table's `engine_full` (`… TTL expr SETTINGS …`), whitespace removed.
+pub fn current_ttl(engine_full: &str) -> Option<String> {
+    let start = engine_full.find(" TTL ")? + " TTL ".len();
+    let rest = engine_full.get(start..)?;
+    let end = rest.find(" SETTINGS ").unwrap_or(rest.len());
+    rest.get(..end).map(squeeze)
+}
+
+/// Drops whitespace so formatting differences do not count as a change.
+pub fn squeeze(s: &str) -> String {
+    s.chars().filter(|c| !c.is_whitespace()).collect()
+}
+
 /// Every DDL statement, in the order they must run.
 pub fn statements(cfg: &ClickhouseExporterConfig) -> Vec<String> {
     let db = &cfg.database;
@@ -45,9 +122,9 @@ pub fn statements(cfg: &ClickhouseExporterConfig) -> Vec<String> {
         .map(|c| format!("ON CLUSTER {c}"))
         .unwrap_or_default();
     let engine = &cfg.table_engine;
-    let ttl = |col: &str| {
-        cfg.ttl
-            .map(|t| format!("TTL {col} + toIntervalSecond({})", t.0.as_secs()))
+    let ttl = |signal: Signal, col: &str| {
+        ttl_expr(cfg, signal, col)
+            .map(|e| format!("TTL {e}"))
             .unwrap_or_default()
     };
     let t = &cfg.tables;
@@ -59,7 +136,7 @@ pub fn statements(cfg: &ClickhouseExporterConfig) -> Vec<String> {
 PARTITION BY toDate(TimeUnix)
 ORDER BY (ServiceName, MetricName, Attributes, toUnixTimestamp64Nano(TimeUnix))
 SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1",
-            ttl = ttl("toDateTime(TimeUnix)")
+            ttl = ttl(Signal::Metrics, METRICS_TTL_COLUMN)
         )
     };
     vec![
@@ -104,7 +181,7 @@ ORDER BY (ServiceName, SpanName, toDateTime(Timestamp))
 {ttl}
 SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1",
             traces = t.traces,
-            ttl = ttl("toDateTime(Timestamp)")
+            ttl = ttl(Signal::Traces, TRACES_TTL_COLUMN)
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS {db}.{traces}_trace_id_ts {on_cluster} (
@@ -117,7 +194,7 @@ ORDER BY (TraceId)
 {ttl}
 SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1",
             traces = t.traces,
-            ttl = ttl("toDateTime(Start)")
+            ttl = ttl(Signal::Traces, TRACE_ID_TS_TTL_COLUMN)
         ),
         format!(
             "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{traces}_trace_id_ts_mv {on_cluster}
@@ -165,7 +242,7 @@ ORDER BY (ServiceName, TimestampTime, Timestamp)
 {ttl}
 SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1",
             logs = t.logs,
-            ttl = ttl("TimestampTime")
+            ttl = ttl(Signal::Logs, LOGS_TTL_COLUMN)
         ),
         metric_table(
             &t.metrics_gauge,
@@ -263,7 +340,7 @@ ORDER BY (ServiceName, SampleType, toDateTime(Timestamp))
 {ttl}
 SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1",
             profiles = t.profiles,
-            ttl = ttl("toDateTime(Timestamp)")
+            ttl = ttl(Signal::Profiles, PROFILES_TTL_COLUMN)
         ),
     ]
 }

@@ -76,3 +76,32 @@ tables = { traces = "spans" }
         "idempotent"
     );
 }
+
+#[test]
+fn per_signal_ttl_and_reading_it_back() {
+    let c: super::ClickhouseExporterConfig = toml::from_str(
+        r#"
+endpoint = "http://ch:8123"
+ttl = { traces = "7d", logs = "30d", metrics = "24h" }
+"#,
+    )
+    .unwrap();
+    let c = &c;
+    let ddl = schema::statements(c).join("\n");
+    assert!(ddl.contains("TTL toDateTime(Timestamp) + toIntervalSecond(604800)"));
+    assert!(ddl.contains("TTL TimestampTime + toIntervalSecond(2592000)"));
+    assert!(ddl.contains("TTL toDateTime(TimeUnix) + toIntervalSecond(86400)"));
+    let tables = schema::ttl_tables(c);
+    assert_eq!(tables.len(), 9);
+    let profiles = tables.iter().find(|t| t.table == "otel_profiles").unwrap();
+    assert_eq!(profiles.expr, None, "profiles left out: kept forever");
+    let engine = "MergeTree PARTITION BY toDate(TimestampTime) ORDER BY (ServiceName, TimestampTime) TTL TimestampTime + toIntervalSecond(2592000) SETTINGS index_granularity = 8192";
+    assert_eq!(
+        schema::current_ttl(engine).as_deref(),
+        Some("TimestampTime+toIntervalSecond(2592000)")
+    );
+    assert_eq!(
+        schema::current_ttl("MergeTree ORDER BY x SETTINGS a = 1"),
+        None
+    );
+}

@@ -28,9 +28,11 @@ impl AttributesProcessor {
         }
     }
 
+    /// Applies every action to one attribute list. A key repeated in the list (OTLP does not forbid
+    /// it) is acted on everywhere it stands: `delete` removes every copy — a redaction a second copy
+    /// could slip past is no redaction — and `update`/`upsert` change every copy.
     fn apply(&self, attrs: &mut Vec<KeyValue>) {
         for (key, action, value) in &self.actions {
-            let pos = attrs.iter().position(|kv| &kv.key == key);
             let new_value = || {
                 Some(AnyValue {
                     value: Some(any_value::Value::StringValue(
@@ -38,14 +40,14 @@ impl AttributesProcessor {
                     )),
                 })
             };
-            match (action, pos) {
-                (AttributeActionKind::Delete, Some(i)) => {
-                    attrs.remove(i);
-                }
-                (AttributeActionKind::Update | AttributeActionKind::Upsert, Some(i)) => {
-                    attrs[i].value = new_value()
-                }
-                (AttributeActionKind::Insert | AttributeActionKind::Upsert, None) => {
+            let present = attrs.iter().any(|kv| &kv.key == key);
+            match (action, present) {
+                (AttributeActionKind::Delete, true) => attrs.retain(|kv| &kv.key != key),
+                (AttributeActionKind::Update | AttributeActionKind::Upsert, true) => attrs
+                    .iter_mut()
+                    .filter(|kv| &kv.key == key)
+                    .for_each(|kv| kv.value = new_value()),
+                (AttributeActionKind::Insert | AttributeActionKind::Upsert, false) => {
                     attrs.push(KeyValue {
                         key: key.clone(),
                         value: new_value(),
@@ -169,5 +171,36 @@ mod tests {
         let mut attrs = vec![kv("keep", "yes"), kv("secret", "s")];
         p.apply(&mut attrs);
         assert_eq!(attrs, vec![kv("keep", "yes"), kv("env", "prod")]);
+    }
+
+    #[test]
+    fn a_repeated_key_is_deleted_and_updated_everywhere() {
+        let action = |key: &str, action, value: Option<&str>| AttributeAction {
+            key: key.into(),
+            action,
+            value: value.map(Into::into),
+        };
+        let kv = |k: &str, v: &str| KeyValue {
+            key_strindex: 0,
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(v.into())),
+            }),
+        };
+        let p = AttributesProcessor::new(&AttributesConfig {
+            actions: vec![
+                action("password", AttributeActionKind::Delete, None),
+                action("env", AttributeActionKind::Upsert, Some("prod")),
+                action("env", AttributeActionKind::Insert, Some("never")),
+            ],
+        });
+        let mut attrs = vec![
+            kv("password", "a"),
+            kv("env", "dev"),
+            kv("password", "b"),
+            kv("env", "test"),
+        ];
+        p.apply(&mut attrs);
+        assert_eq!(attrs, vec![kv("env", "prod"), kv("env", "prod")]);
     }
 }

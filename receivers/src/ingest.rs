@@ -317,3 +317,13 @@ pub fn drop_invalid_ids(data: &mut Telemetry) -> Partial {
         message: format!("{rejected} item(s) rejected: {example}"),
     }
 }
+
+/// The media type of a request's `Content-Type`, lower-cased, without parameters (`""` when absent).
+pub fn media_type(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default()
+}

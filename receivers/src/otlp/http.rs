@@ -93,17 +93,7 @@ async fn handle(
     body: Body,
     signal: Signal,
 ) -> Response {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_default();
+    let ct = crate::ingest::media_type(&headers);
     let format = match ct.as_str() {
         PROTOBUF => Format::Protobuf,
         JSON => Format::Json,

@@ -161,15 +161,7 @@ async fn convert_request(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(Codec, Telemetry, bool), IngestError> {
-    let ct = header_str(headers, header::CONTENT_TYPE)
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_default();
+    let ct = crate::ingest::media_type(headers);
     let codec = match ct.as_str() {
         "application/proto" | "application/x-protobuf" => Codec::Proto,
         "application/json" => Codec::Json,

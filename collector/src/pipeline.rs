@@ -31,7 +31,7 @@ impl Pipeline {
             tokio::select! {
                 biased;
                 msg = self.rx.recv() => match msg {
-                    Some(env) => self.run_from(0, vec![(env.data, env.items)]).await,
+                    Some(env) => self.run_from(0, vec![env]).await,
                     None => break,
                 },
                 _ = sleep_until(deadline), if deadline.is_some() => {
@@ -62,22 +62,22 @@ impl Pipeline {
                 return;
             }
             let mut out = Vec::with_capacity(batch.len());
-            for (data, items) in batch {
-                let signal = data.signal();
-                let removed = stage.push(data, items, now, &mut out);
+            for env in batch {
+                let signal = env.signal();
+                let removed = stage.push(env, now, &mut out);
                 if removed > 0 {
                     self.queued.get(signal).dec_by(removed as i64);
                 }
             }
             batch = out;
         }
-        for (data, items) in batch {
-            let signal = data.signal();
+        for env in batch {
+            let (signal, items) = (env.signal(), env.items);
             if let Some((last, rest)) = self.exporters.split_last() {
                 for q in rest {
-                    q.enqueue(data.clone(), items).await;
+                    q.enqueue(env.share()).await;
                 }
-                last.enqueue(data, items).await;
+                last.enqueue(env).await;
             }
             self.queued.get(signal).dec_by(items as i64);
         }

@@ -173,8 +173,10 @@ type NewReceiver = (Box<dyn Receiver>, Routes);
 impl Topology {
     /// An empty topology; [`Topology::apply`] builds the first graph.
     pub fn new(metrics: Metrics, failures: mpsc::UnboundedSender<ReceiverFailure>) -> Self {
+        let budget = MemoryBudget::new(usize::MAX, usize::MAX, &metrics);
+        budget.watch_resident(std::time::Duration::from_millis(50));
         Self {
-            budget: MemoryBudget::new(usize::MAX, usize::MAX, &metrics),
+            budget,
             metrics,
             current: None,
             listeners: Listeners::default(),
@@ -197,9 +199,10 @@ impl Topology {
                 .and_then(|o| o.config.section(section).get(name))
                 .is_some_and(|t| t == table)
         };
-        let (soft, hard) =
+        let (soft, hard, resident) =
             sluice_core::memory::levels(next.config.service.memory_limit.map(|b| b.as_usize()));
         self.budget.set_levels(soft, hard);
+        self.budget.set_resident_limit(resident);
         let result = self.build_and_swap(&next, &same, &mut changes);
         match result {
             Ok(()) => {

@@ -35,6 +35,11 @@ pub struct MemoryBudget {
     hard: AtomicUsize,
     soft_gauge: Gauge<i64, AtomicI64>,
     hard_gauge: Gauge<i64, AtomicI64>,
+    /// The process's resident memory, sampled by [`MemoryBudget::watch_resident`].
+    resident: Gauge<i64, AtomicI64>,
+    /// Above this resident size new data is refused too: what charges cannot see (buffers' spare
+    /// capacity, allocator slack, connections) is caught here.
+    resident_limit: AtomicUsize,
 }
 
 impl MemoryBudget {
@@ -48,9 +53,38 @@ impl MemoryBudget {
             hard: AtomicUsize::new(0),
             soft_gauge: metrics.memory("soft_limit"),
             hard_gauge: metrics.memory("hard_limit"),
+            resident: metrics.memory("resident"),
+            resident_limit: AtomicUsize::new(usize::MAX),
         });
         b.set_levels(soft, hard);
         b
+    }
+
+    /// Refuse new data while the process's resident memory is above `bytes` (needs
+    /// [`MemoryBudget::watch_resident`] running).
+    pub fn set_resident_limit(&self, bytes: usize) {
+        self.resident_limit.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Samples the process's resident memory every `every` (from `/proc/self/status`; where
+    /// there is none, only the charges count). Runs until the budget is dropped.
+    pub fn watch_resident(self: &Arc<Self>, every: std::time::Duration) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(b) = weak.upgrade() else { return };
+                let Some(rss) = resident_bytes() else { return };
+                b.resident.set(i64::try_from(rss).unwrap_or(i64::MAX));
+            }
+        });
+    }
+
+    /// The last sampled resident size of the process (0 when not sampled).
+    pub fn resident(&self) -> usize {
+        usize::try_from(self.resident.get()).unwrap_or(0)
     }
 
     /// A budget that only counts (tests, tools).
@@ -67,8 +101,18 @@ impl MemoryBudget {
         self.hard_gauge.set(i64::try_from(hard).unwrap_or(i64::MAX));
     }
 
-    /// Charges `bytes` for new data, refusing when that would pass the soft level.
+    /// Charges `bytes` for new data, refusing when that would pass the soft level or the process
+    /// is already above its resident limit.
     pub fn admit(self: &Arc<Self>, bytes: usize) -> Result<Charge, OverBudget> {
+        let (resident, limit) = (self.resident(), self.resident_limit.load(Ordering::Relaxed));
+        if resident > limit {
+            return Err(OverBudget {
+                wanted: bytes,
+                used: resident,
+                limit,
+                level: "resident",
+            });
+        }
         self.take(bytes, self.soft(), "soft")?;
         Ok(Charge {
             budget: self.clone(),
@@ -132,14 +176,29 @@ impl MemoryBudget {
     }
 }
 
-/// The soft and hard levels for a process memory target of `limit` bytes (absent: the default
-/// target, see [`default_limit`]). Data is charged up to 75% of the target; the rest is the
-/// process's own (code, connections' buffers, allocator slack). New data stops at 60%.
-pub fn levels(limit: Option<usize>) -> (usize, usize) {
+/// The levels for a process memory target of `limit` bytes (absent: the default target, see
+/// [`default_limit`]): `(soft, hard, resident)`. Data is charged up to 75% of the target; the rest
+/// is the process's own (code, connections' buffers, allocator slack). New data stops at 60%
+/// charged, or when the process's resident memory passes 85% of the target.
+pub fn levels(limit: Option<usize>) -> (usize, usize, usize) {
     match limit.or_else(default_limit) {
-        Some(l) => (l / 5 * 3, l / 4 * 3),
-        None => (usize::MAX, usize::MAX),
+        Some(l) => (l / 5 * 3, l / 4 * 3, l / 20 * 17),
+        None => (usize::MAX, usize::MAX, usize::MAX),
     }
+}
+
+/// The process's resident memory (`VmRSS`), where the system tells it.
+pub fn resident_bytes() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<usize>()
+        .ok()?;
+    kb.checked_mul(1024)
 }
 
 /// The memory target when none is configured: 80% of the cgroup's memory limit (containers),

@@ -188,3 +188,33 @@ def test_five_thousand_idle_connections(make_sluice):
             s.close()
     wait_for(lambda: sl.metric("sluice_receiver_connections") == 0, timeout=30, what="connections closed")
     assert "panicked" not in sl.log_text()
+
+
+def test_grpc_slow_body_gets_deadline_exceeded(make_sluice):
+    sl = make_sluice("slow-grpc")
+    sl.start(sl.default_config(receiver_extra=limits(body_read_timeout="1s")))
+    sock = socket.create_connection(("127.0.0.1", sl.grpc))
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    conn.send_headers(1, [(":method", "POST"), (":scheme", "http"), (":authority", "x"),
+                          (":path", "/opentelemetry.proto.collector.trace.v1.TraceService/Export"),
+                          ("content-type", "application/grpc"), ("te", "trailers")])
+    conn.send_data(1, b"\x00\x00\x00\x03\xe8")  # a 1,000-byte message is announced...
+    sock.sendall(conn.data_to_send())
+    sock.settimeout(0.2)
+    status, started = None, time.time()
+    while status is None and time.time() - started < 10:
+        conn.send_data(1, b"\x0a")  # ...and arrives a byte at a time
+        sock.sendall(conn.data_to_send())
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            continue
+        for ev in conn.receive_data(data):
+            if isinstance(ev, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
+                status = dict(ev.headers).get(b"grpc-status", status)
+        sock.sendall(conn.data_to_send())
+    assert status == b"4", status  # DEADLINE_EXCEEDED
+    assert sl.metric("sluice_receiver_refused_requests_total", reason="body_timeout") == 1
+    assert sl.metric("sluice_receiver_refused_requests_total", reason="malformed") == 0
+    sock.close()

@@ -721,6 +721,7 @@ where
         deadline: body_deadline,
         sleep: None,
         expired: Some(sh.body_timeout.clone()),
+        grpc: sh.flavor == Flavor::Grpc,
     });
     match tokio::time::timeout(limits.request_timeout.0, svc.oneshot(req)).await {
         Ok(Ok(resp)) => Ok(resp.map(Either::Left)),
@@ -750,13 +751,15 @@ pub fn is_body_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 pin_project_lite::pin_project! {
-    /// A request body that fails with [`BodyTimeout`] once its deadline passes (counted once).
+    /// A request body that fails with [`BodyTimeout`] (gRPC: a `DEADLINE_EXCEEDED` status) once
+    /// its deadline passes (counted once).
     pub struct TimedBody {
         #[pin]
         inner: Incoming,
         deadline: Instant,
         sleep: Option<Pin<Box<Sleep>>>,
         expired: Option<Counter>,
+        grpc: bool,
     }
 }
 
@@ -780,7 +783,12 @@ impl Body for TimedBody {
             if let Some(c) = this.expired.take() {
                 c.inc();
             }
-            return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
+            // gRPC clients get DEADLINE_EXCEEDED (retryable) rather than tonic's UNKNOWN.
+            return Poll::Ready(Some(Err(if *this.grpc {
+                Box::new(tonic::Status::deadline_exceeded(BodyTimeout.to_string()))
+            } else {
+                Box::new(BodyTimeout)
+            })));
         }
         Poll::Pending
     }

@@ -706,7 +706,8 @@ where
     S: tower::Service<Request<TimedBody>, Response = Response<B>, Error = Infallible>,
 {
     if let Some(auth) = &sh.security.auth {
-        if !(verified && auth.accepts_client_certificates()) && !auth.allows(req.headers()) {
+        let by_certificate = verified && auth.accepts_client_certificates();
+        if !by_certificate && !auth.allows(req.headers()) {
             sh.unauthenticated.inc();
             if sh.log_auth.ready() {
                 tracing::warn!(receiver = %sh.receiver, listener = sh.listener, path = %req.uri().path(), "request refused: missing or invalid bearer token (counted in sluice_receiver_refused_requests_total{{reason=\"unauthenticated\"}}; logged at most every 10 s)");

@@ -38,6 +38,9 @@ SCENARIOS = [
     ("http-small-100", "http", 100, SMALL, "blackhole", 0),
     ("http-attrs10-100", "http", 100, ATTRS10, "blackhole", 0),
     ("http-attrs10-512", "http", 512, ATTRS10, "blackhole", 0),
+    # The same blackhole rows over TLS (rustls; the loadgen verifies a CA made for the run).
+    ("grpc-tls-attrs10-100", "grpc", 100, ATTRS10, "blackhole-tls", 0),
+    ("http-tls-attrs10-100", "http", 100, ATTRS10, "blackhole-tls", 0),
     ("grpc-attrs10-100-sampler", "grpc", 100, ATTRS10, "sampler", 0),
     # The sampler at a fixed p = 0.25: every request is decoded, sampled, its kept spans re-stamped.
     ("grpc-attrs10-100-sampler-p25", "grpc", 100, ATTRS10, "sampler-p25", 0),
@@ -55,10 +58,13 @@ SCENARIOS = [
 SELF_TELEMETRY = None
 
 
-def config(sl, kind, data_dir, downstream=None, ch_url=None, kafka=None):
+def config(sl, kind, data_dir, downstream=None, ch_url=None, kafka=None, tls=None):
     processors = '["batch"]'
     exporter = 'type = "blackhole"'
     extra = ""
+    receiver_tls = ""
+    if tls:
+        receiver_tls = f'tls = {{ cert_file = "{tls[0]}", key_file = "{tls[1]}" }}'
     if kind == "sampler":
         processors = '["sampler", "batch"]'
         extra = '[processors.sampler]\ntype = "adaptive_sampler"\n'
@@ -88,6 +94,7 @@ log_level = "warn"
 type = "otlp"
 grpc = "127.0.0.1:{sl.grpc}"
 http = "127.0.0.1:{sl.http}"
+{receiver_tls}
 {extra}
 [processors.batch]
 type = "batch"
@@ -144,16 +151,22 @@ def run(name, protocol, per_req, shape, kind, rate, seconds, work):
         kf = Kafka(work / (name + "-kafka"))
         kf.topic("otlp_spans", partitions=4)
         extra_procs.append(kf)
+    ca = tls = None
+    if kind == "blackhole-tls":
+        from listener_certs import CA
+        ca = CA(work / (name + "-pki"))
+        tls = ca.issue("server")[:2]
     cfg = config(sl, kind, sl.dir / "data", downstream, ch.url if ch else None,
-                 kf.bootstrap if kind == "kafka" else None)
+                 kf.bootstrap if kind == "kafka" else None, tls)
     # Sluice on core 0; taskset execs it, so the pid is Sluice's own.
     sl.start(cfg, prefix=pinned([], 0), binary=SLUICE)
     pid = sl.proc.pid
-    endpoint = f"http://127.0.0.1:{sl.grpc if protocol == 'grpc' else sl.http}"
+    endpoint = f"{'https' if ca else 'http'}://127.0.0.1:{sl.grpc if protocol == 'grpc' else sl.http}"
     before_cpu, before_items = cpu_seconds(pid), sl.metric("sluice_receiver_accepted_items_total")
     cmd = pinned([str(LOADGEN), "--endpoint", endpoint, "--protocol", protocol, "--spans-per-request", str(per_req),
                   "--attributes", str(shape["attributes"]), "--attribute-size", str(shape["attribute_size"]),
-                  "--connections", "64" if kind == "overload" else "8", "--duration", f"{seconds}s", "--rate", str(rate)], 1)
+                  "--connections", "64" if kind == "overload" else "8", "--duration", f"{seconds}s", "--rate", str(rate),
+                  *(["--ca-file", str(ca.path)] if ca else [])], 1)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     rss_trace = []
     while proc.poll() is None:

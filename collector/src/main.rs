@@ -138,6 +138,7 @@ fn main() -> ExitCode {
                 }
             };
             self_telemetry::init_logging(&cfg.config.service.log_level, telemetry.as_ref());
+            raise_open_files_limit();
             let source = reload::Source {
                 registry,
                 path: cli.config.clone(),
@@ -154,6 +155,34 @@ fn main() -> ExitCode {
                 t.shutdown();
             }
             code
+        }
+    }
+}
+
+/// Raises the soft open-files limit to the hard one (as Go programs do at start): every receiver
+/// connection takes a descriptor and each listener allows `limits.max_connections` of them, while
+/// the usual soft default is 1,024.
+fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let now = getrlimit(Resource::Nofile);
+    let (Some(soft), Some(hard)) = (now.current, now.maximum) else {
+        return;
+    };
+    if soft >= hard {
+        return;
+    }
+    let raised = Rlimit {
+        current: Some(hard),
+        maximum: Some(hard),
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::info!(
+            from = soft,
+            to = hard,
+            "raised the open-files limit (RLIMIT_NOFILE) to its hard limit"
+        ),
+        Err(e) => {
+            tracing::warn!(soft, hard, error = %e, "cannot raise the open-files limit (RLIMIT_NOFILE)")
         }
     }
 }

@@ -116,6 +116,28 @@ pub enum IngestError {
     /// A bug: handling the request panicked. The request is refused, the receiver keeps serving.
     #[error("{0}")]
     Internal(String),
+    /// The body did not arrive within the listener's `body_read_timeout` (the listener counts it).
+    #[error("{0}")]
+    BodyTimeout(String),
+}
+
+/// What went wrong reading a request body of at most `limit` bytes: too large, too slow (the
+/// listener's timeout), or cut off.
+pub fn body_error(e: &axum::Error, limit: usize) -> IngestError {
+    let causes = || {
+        std::iter::successors(Some(e as &(dyn std::error::Error + 'static)), |e| {
+            e.source()
+        })
+    };
+    if crate::listener::is_body_timeout(e) {
+        IngestError::BodyTimeout(e.to_string())
+    } else if causes().any(|s| s.is::<http_body_util::LengthLimitError>()) {
+        IngestError::TooLarge(format!(
+            "request body exceeds max_request_size ({limit} bytes)"
+        ))
+    } else {
+        IngestError::Malformed(format!("cannot read request body: {e}"))
+    }
 }
 
 impl IngestError {
@@ -129,6 +151,7 @@ impl IngestError {
             Self::Unavailable(_) => "unavailable",
             Self::OverBudget(_) => "memory_limit",
             Self::Internal(_) => "internal",
+            Self::BodyTimeout(_) => "body_timeout",
         }
     }
 
@@ -148,6 +171,7 @@ impl IngestError {
             Self::NoPipeline(_) => StatusCode::NOT_FOUND,
             Self::Unavailable(_) | Self::OverBudget(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -160,6 +184,7 @@ impl IngestError {
             Self::NoPipeline(_) => Code::Unimplemented,
             Self::Unavailable(_) | Self::OverBudget(_) => Code::Unavailable,
             Self::Internal(_) => Code::Internal,
+            Self::BodyTimeout(_) => Code::DeadlineExceeded,
         }
     }
 }
@@ -325,6 +350,10 @@ impl Ingest {
     /// Counts a request refused before it could be decoded (its items are unknown: counted as 0
     /// items but logged), or after (with its items).
     pub fn refused(&self, signal: Signal, items: u64, err: &IngestError) {
+        if matches!(err, IngestError::BodyTimeout(_)) {
+            // The listener counted it when the deadline passed.
+            return;
+        }
         self.metrics
             .receiver_refused(&self.name, signal, err.reason())
             .inc_by(items);

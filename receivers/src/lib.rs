@@ -2,6 +2,7 @@
 //! pipelines, and answer only once the data is accepted (or refused with a retryable status).
 
 pub mod ingest;
+pub mod listener;
 
 sluice_core::components! {
     receiver otlp::OtlpReceiverConfig,

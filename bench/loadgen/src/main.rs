@@ -6,6 +6,7 @@
 //! sluice-loadgen --endpoint http://127.0.0.1:4317 --protocol grpc --spans-per-request 100 \
 //!     --attributes 10 --connections 4 --duration 10s            # max rate
 //! sluice-loadgen --protocol http --endpoint http://127.0.0.1:4318 --rate 100   # 100 requests/s
+//! sluice-loadgen --protocol http --endpoint https://127.0.0.1:4318 --ca-file ca.pem   # over TLS
 //! ```
 
 use anyhow::{Context, Result};
@@ -69,6 +70,42 @@ struct Args {
     /// How long to send.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
+    /// PEM CA to verify the collector's certificate with: connect over TLS (`https://` endpoint).
+    /// gRPC uses tonic's rustls; HTTP one HTTP/1.1 connection per task (hyper + tokio-rustls).
+    #[arg(long)]
+    ca_file: Option<std::path::PathBuf>,
+}
+
+/// One HTTP/1.1 connection over TLS to `endpoint`, verified against the PEM CAs in `ca`.
+async fn tls_http1(
+    endpoint: &str,
+    ca: &[u8],
+) -> Result<hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>> {
+    use rustls::pki_types::pem::PemObject;
+    let uri: http::Uri = endpoint.parse()?;
+    let host = uri.host().context("endpoint has no host")?.to_owned();
+    let port = uri.port_u16().unwrap_or(443);
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca) {
+        roots.add(c?)?;
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+    tcp.set_nodelay(true)?;
+    let name = rustls::pki_types::ServerName::try_from(host)?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await?;
+    let (send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    Ok(send)
 }
 
 impl Args {
@@ -96,6 +133,28 @@ fn grpc_outcome<T>(r: Result<T, tonic::Status>) -> Result<bool> {
             Ok(false)
         }
         Err(s) => Err(anyhow::anyhow!("{s}")),
+    }
+}
+
+/// One POST over the TLS HTTP/1.1 connection: accepted (true), refused retryably (false), failed.
+async fn tls_post(
+    send: &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    path: &str,
+    body: bytes::Bytes,
+) -> Result<bool> {
+    use http_body_util::BodyExt;
+    send.ready().await?;
+    let req = http::Request::post(path)
+        .header("host", "localhost")
+        .header("content-type", "application/x-protobuf")
+        .body(http_body_util::Full::new(body))?;
+    let resp = send.send_request(req).await?;
+    let status = resp.status();
+    resp.into_body().collect().await?;
+    match status.as_u16() {
+        200..=299 => Ok(true),
+        429 | 503 => Ok(false),
+        s => Err(anyhow::anyhow!("HTTP {s}")),
     }
 }
 
@@ -139,14 +198,26 @@ async fn main() -> Result<()> {
                 Signal::Logs => "/v1/logs",
             };
             let url = format!("{}{path}", a.endpoint.trim_end_matches('/'));
+            let ca = match &a.ca_file {
+                Some(p) => Some(std::fs::read(p).context("ca-file")?),
+                None => None,
+            };
             let channel = match a.protocol {
-                Protocol::Grpc => Some(
-                    tonic::transport::Endpoint::from_shared(a.endpoint.clone())?
-                        .connect()
-                        .await
-                        .context("connect")?,
-                ),
+                Protocol::Grpc => {
+                    let mut ep = tonic::transport::Endpoint::from_shared(a.endpoint.clone())?;
+                    if let Some(ca) = &ca {
+                        ep = ep.tls_config(
+                            tonic::transport::ClientTlsConfig::new()
+                                .ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+                        )?;
+                    }
+                    Some(ep.connect().await.context("connect")?)
+                }
                 Protocol::Http => None,
+            };
+            let mut tls_http = match (&ca, a.protocol) {
+                (Some(ca), Protocol::Http) => Some(tls_http1(&a.endpoint, ca).await?),
+                _ => None,
             };
             let mut i = c;
             let mut next = Instant::now();
@@ -163,6 +234,13 @@ async fn main() -> Result<()> {
                             .export(pool[i % pool.len()].1.clone())
                             .await,
                     ),
+                    (None, _) if tls_http.is_some() => {
+                        let body = bodies[i % bodies.len()].clone();
+                        match tls_http.as_mut() {
+                            Some(send) => tls_post(send, path, body).await,
+                            None => Err(anyhow::anyhow!("no connection")),
+                        }
+                    }
                     (None, _) => match http
                         .post(&url)
                         .header("content-type", "application/x-protobuf")

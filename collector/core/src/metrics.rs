@@ -50,6 +50,8 @@ pub struct Metrics {
     receiver_accepted: Family<Labels, Counter>,
     receiver_refused: Family<Labels, Counter>,
     receiver_refused_requests: Family<Labels, Counter>,
+    receiver_connections_refused: Family<Labels, Counter>,
+    receiver_connections: Family<Labels, Gauge>,
     exporter_sent: Family<Labels, Counter>,
     exporter_failed: Family<Labels, Counter>,
     exporter_queue: Family<Labels, Gauge>,
@@ -84,6 +86,8 @@ impl Metrics {
         let receiver_accepted = Family::<Labels, Counter>::default();
         let receiver_refused = Family::<Labels, Counter>::default();
         let receiver_refused_requests = Family::<Labels, Counter>::default();
+        let receiver_connections_refused = Family::<Labels, Counter>::default();
+        let receiver_connections = Family::<Labels, Gauge>::default();
         let exporter_sent = Family::<Labels, Counter>::default();
         let exporter_failed = Family::<Labels, Counter>::default();
         let exporter_queue = Family::<Labels, Gauge>::default();
@@ -125,6 +129,16 @@ impl Metrics {
             "sluice_receiver_refused_requests",
             "Requests refused to clients, by reason (counts undecodable requests whose items are unknown)",
             receiver_refused_requests.clone(),
+        );
+        registry.register(
+            "sluice_receiver_connections_refused",
+            "Connections a receiver closed or refused before a request was read (max_connections, header_timeout, tls_handshake)",
+            receiver_connections_refused.clone(),
+        );
+        registry.register(
+            "sluice_receiver_connections",
+            "Connections a receiver's listeners hold open",
+            receiver_connections.clone(),
         );
         registry.register(
             "sluice_exporter_sent_items",
@@ -176,6 +190,8 @@ impl Metrics {
             receiver_accepted,
             receiver_refused,
             receiver_refused_requests,
+            receiver_connections_refused,
+            receiver_connections,
             exporter_sent,
             exporter_failed,
             exporter_queue,
@@ -255,6 +271,29 @@ impl Metrics {
     pub fn receiver_refused_requests_unrouted(&self, receiver: &str, reason: &str) -> Counter {
         self.receiver_refused_requests
             .get_or_create(&labels(&[("receiver", receiver), ("reason", reason)]))
+            .clone()
+    }
+
+    /// `sluice_receiver_connections_refused_total{receiver,listener,reason}`.
+    pub fn receiver_connections_refused(
+        &self,
+        receiver: &str,
+        listener: &str,
+        reason: &str,
+    ) -> Counter {
+        self.receiver_connections_refused
+            .get_or_create(&labels(&[
+                ("receiver", receiver),
+                ("listener", listener),
+                ("reason", reason),
+            ]))
+            .clone()
+    }
+
+    /// `sluice_receiver_connections{receiver,listener}`: open connections.
+    pub fn receiver_connections(&self, receiver: &str, listener: &str) -> Gauge {
+        self.receiver_connections
+            .get_or_create(&labels(&[("receiver", receiver), ("listener", listener)]))
             .clone()
     }
 

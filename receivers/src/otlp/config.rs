@@ -2,6 +2,7 @@
 
 use crate::ingest::{default_accept_timeout, default_max_request_size};
 use serde::Deserialize;
+use crate::listener::{AuthConfig, Limits, TlsConfig};
 use sluice_config::{ByteSize, HumanDuration, ListenAddr};
 
 /// OTLP receiver settings.
@@ -18,4 +19,11 @@ pub struct OtlpReceiverConfig {
     /// How long a request may wait for room in a full pipeline before it is refused (503 / UNAVAILABLE).
     #[serde(default = "default_accept_timeout")]
     pub accept_timeout: HumanDuration,
+    /// Timeouts and connection/stream limits of its listeners.
+    #[serde(default)]
+    pub limits: Limits,
+    /// TLS (and optional client-certificate verification) on its listeners.
+    pub tls: Option<TlsConfig>,
+    /// Who may send (bearer tokens, client certificates); absent = anyone who connects.
+    pub auth: Option<AuthConfig>,
 }

@@ -15,7 +15,6 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::{CompressionEncoding, EnabledCompressionEncodings};
 use tonic::server::{NamedService, UnaryService};
@@ -278,28 +277,22 @@ where
 
 /// Serves OTLP/gRPC on `listener` until `shutdown`; in-flight calls finish first.
 pub async fn serve(
-    listener: TcpListener,
+    listener: crate::listener::Listener,
     ingest: Ingest,
     max_request_size: usize,
     shutdown: CancellationToken,
-) -> Result<(), tonic::transport::Error> {
-    let early = ingest.clone();
-    let layer = tower::layer::layer_fn(move |inner| EarlyRefusals {
-        inner,
-        ingest: early.clone(),
-    });
+) {
     // Every service is served whatever the routes are now: a reload may add a pipeline for a
     // signal later; until then its requests are refused as UNIMPLEMENTED (and counted).
-    let router = tonic::transport::Server::builder()
-        .layer(layer)
-        .add_routes(tonic::service::Routes::default())
+    let routes = tonic::service::Routes::default()
         .add_service(Server::<TraceSvc>::new(&ingest, max_request_size))
         .add_service(Server::<MetricsSvc>::new(&ingest, max_request_size))
         .add_service(Server::<LogsSvc>::new(&ingest, max_request_size))
-        .add_service(Server::<ProfilesSvc>::new(&ingest, max_request_size));
-    drop(ingest);
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    router
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-        .await
+        .add_service(Server::<ProfilesSvc>::new(&ingest, max_request_size))
+        .prepare();
+    let svc = EarlyRefusals {
+        inner: routes,
+        ingest,
+    };
+    listener.serve(svc, shutdown).await;
 }

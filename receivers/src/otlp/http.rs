@@ -11,7 +11,6 @@ use axum::Router;
 use prost::Message;
 use sluice_core::Signal;
 use std::sync::Arc;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// `google.rpc.Status`, the body of OTLP/HTTP error responses.
@@ -71,14 +70,14 @@ async fn unrouted(
 
 /// Serves OTLP/HTTP on `listener` until `shutdown`; in-flight requests finish first.
 pub async fn serve(
-    listener: TcpListener,
+    listener: crate::listener::Listener,
     ingest: Ingest,
     max_request_size: usize,
     shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, app(ingest, max_request_size))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+) {
+    listener
+        .serve(app(ingest, max_request_size), shutdown)
+        .await;
 }
 
 async fn handle(
@@ -134,18 +133,9 @@ async fn decode_and_ingest(
             .and_then(|v| v.to_str().ok()),
     )
     .map_err(refuse)?;
-    let raw = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-            || e.to_string().contains("length limit");
-        refuse(if too_large {
-            IngestError::TooLarge(format!(
-                "request body exceeds max_request_size ({limit} bytes)"
-            ))
-        } else {
-            IngestError::Malformed(format!("cannot read request body: {e}"))
-        })
-    })?;
+    let raw = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|e| refuse(crate::ingest::body_error(&e, limit)))?;
     let mut charge = st.ingest.admit(signal, raw.len()).map_err(refuse)?;
     let body = decompress(raw, enc, limit).map_err(refuse)?;
     st.ingest

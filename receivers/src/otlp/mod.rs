@@ -9,18 +9,16 @@ pub mod config;
 pub use config::OtlpReceiverConfig;
 
 use crate::ingest::Ingest;
+use crate::listener::{Flavor, Listener, Security};
 use sluice_core::component::{Problems, Receiver, ReceiverContext, ReceiverError, ReceiverKind};
 use sluice_core::{BoxFuture, Signal};
 use std::net::SocketAddr;
-use tokio::net::TcpListener;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// Errors starting or running an OTLP receiver.
 #[derive(Debug, thiserror::Error)]
 pub enum OtlpError {
-    /// The gRPC server failed.
-    #[error("receiver {0}: gRPC server failed: {1}")]
-    Grpc(String, tonic::transport::Error),
     /// The HTTP server failed.
     #[error("receiver {0}: HTTP server failed: {1}")]
     Http(String, std::io::Error),
@@ -29,8 +27,9 @@ pub enum OtlpError {
 /// An OTLP receiver whose sockets are bound (so address conflicts fail at start-up).
 pub struct OtlpReceiver {
     name: String,
-    grpc: Option<TcpListener>,
-    http: Option<TcpListener>,
+    grpc: Option<Listener>,
+    http: Option<Listener>,
+    security: Arc<Security>,
     ingest: Ingest,
     max_request_size: usize,
 }
@@ -59,22 +58,41 @@ impl ReceiverKind for OtlpReceiverConfig {
         if self.max_request_size.0 == 0 {
             problems.at("max_request_size", "must be greater than 0");
         }
+        crate::listener::config::validate(
+            &self.limits,
+            self.tls.as_ref(),
+            self.auth.as_ref(),
+            self.accept_timeout.0,
+            problems,
+        );
     }
 
     fn build(&self, ctx: &mut ReceiverContext<'_>) -> Result<Box<dyn Receiver>, String> {
-        let mut listen = |addr: Option<sluice_config::ListenAddr>, what: &str| {
+        let security = Security::new(self.tls.as_ref(), self.auth.as_ref())?;
+        let mut listen = |addr: Option<sluice_config::ListenAddr>, what: &'static str, flavor| {
             addr.map(|a| {
-                ctx.listen(a.0)
-                    .map_err(|e| format!("cannot listen on {a} ({what}): {e}"))
+                let tcp = ctx
+                    .listen(a.0)
+                    .map_err(|e| format!("cannot listen on {a} ({what}): {e}"))?;
+                Ok::<_, String>(Listener::new(
+                    tcp,
+                    ctx.name,
+                    what,
+                    flavor,
+                    &self.limits,
+                    security.clone(),
+                    ctx.metrics,
+                ))
             })
             .transpose()
         };
-        let grpc = listen(self.grpc, "grpc")?;
-        let http = listen(self.http, "http")?;
+        let grpc = listen(self.grpc, "grpc", Flavor::Grpc)?;
+        let http = listen(self.http, "http", Flavor::Http)?;
         Ok(Box::new(OtlpReceiver {
             name: ctx.name.to_owned(),
             grpc,
             http,
+            security,
             ingest: Ingest::new(
                 ctx.name,
                 ctx.routes.clone(),
@@ -100,36 +118,31 @@ impl OtlpReceiver {
             name,
             grpc,
             http,
+            security,
             ingest,
             max_request_size,
         } = self;
         if let Some(l) = &grpc {
-            tracing::info!(receiver = %name, addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "OTLP/gRPC listening");
+            tracing::info!(receiver = %name, addr = %l.local_addr(), tls = l.is_tls(), "OTLP/gRPC listening");
         }
         if let Some(l) = &http {
-            tracing::info!(receiver = %name, addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "OTLP/HTTP listening");
+            tracing::info!(receiver = %name, addr = %l.local_addr(), tls = l.is_tls(), "OTLP/HTTP listening");
         }
+        tokio::spawn(security.watch(name.clone(), shutdown.clone()));
         let g = {
-            let (ingest, shutdown, name) = (ingest.clone(), shutdown.clone(), name.clone());
+            let (ingest, shutdown) = (ingest.clone(), shutdown.clone());
             async move {
-                match grpc {
-                    Some(l) => grpc::serve(l, ingest, max_request_size, shutdown)
-                        .await
-                        .map_err(|e| OtlpError::Grpc(name, e)),
-                    None => Ok(()),
+                if let Some(l) = grpc {
+                    grpc::serve(l, ingest, max_request_size, shutdown).await;
                 }
+                Ok::<(), OtlpError>(())
             }
         };
-        let h = {
-            let name = name.clone();
-            async move {
-                match http {
-                    Some(l) => http::serve(l, ingest, max_request_size, shutdown)
-                        .await
-                        .map_err(|e| OtlpError::Http(name, e)),
-                    None => Ok(()),
-                }
+        let h = async move {
+            if let Some(l) = http {
+                http::serve(l, ingest, max_request_size, shutdown).await;
             }
+            Ok::<(), OtlpError>(())
         };
         let (a, b) = tokio::join!(g, h);
         a?;

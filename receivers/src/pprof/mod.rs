@@ -23,7 +23,6 @@ use sluice_core::{BoxFuture, Signal, Telemetry};
 use std::net::SocketAddr;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Profile-type suffixes Pyroscope clients append to the application name.
@@ -225,11 +224,10 @@ async fn ingest_pyroscope(
     } else {
         match axum::body::to_bytes(req.into_body(), st.limit).await {
             Ok(b) => b,
-            Err(_) => {
-                return error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("body exceeds max_request_size ({} bytes)", st.limit),
-                )
+            Err(e) => {
+                let e = crate::ingest::body_error(&e, st.limit);
+                st.ingest.refused(Signal::Profiles, 0, &e);
+                return error(e.http_status(), e.to_string());
             }
         }
     };
@@ -266,7 +264,8 @@ async fn ingest_raw(
 /// A pprof receiver whose socket is bound.
 pub struct PprofReceiver {
     name: String,
-    listener: TcpListener,
+    listener: crate::listener::Listener,
+    security: Arc<crate::listener::Security>,
     ingest: Ingest,
     limit: usize,
 }
@@ -286,15 +285,33 @@ impl ReceiverKind for PprofReceiverConfig {
         if self.max_request_size.0 == 0 {
             problems.at("max_request_size", "must be greater than 0");
         }
+        crate::listener::config::validate(
+            &self.limits,
+            self.tls.as_ref(),
+            self.auth.as_ref(),
+            self.accept_timeout.0,
+            problems,
+        );
     }
 
     fn build(&self, ctx: &mut ReceiverContext<'_>) -> Result<Box<dyn Receiver>, String> {
-        let listener = ctx
+        let security = crate::listener::Security::new(self.tls.as_ref(), self.auth.as_ref())?;
+        let tcp = ctx
             .listen(self.http.0)
             .map_err(|e| format!("cannot listen on {} (http): {e}", self.http))?;
+        let listener = crate::listener::Listener::new(
+            tcp,
+            ctx.name,
+            "http",
+            crate::listener::Flavor::Http,
+            &self.limits,
+            security.clone(),
+            ctx.metrics,
+        );
         Ok(Box::new(PprofReceiver {
             name: ctx.name.to_owned(),
             listener,
+            security,
             ingest: Ingest::new(
                 ctx.name,
                 ctx.routes.clone(),
@@ -316,11 +333,12 @@ impl Receiver for PprofReceiver {
 impl PprofReceiver {
     /// Serves until `shutdown`; in-flight requests finish first.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), crate::otlp::OtlpError> {
-        tracing::info!(receiver = %self.name, addr = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "pprof HTTP listening");
-        axum::serve(self.listener, app(self.ingest, self.limit))
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-            .map_err(|e| crate::otlp::OtlpError::Http(self.name, e))
+        tracing::info!(receiver = %self.name, addr = %self.listener.local_addr(), tls = self.listener.is_tls(), "pprof HTTP listening");
+        tokio::spawn(self.security.watch(self.name.clone(), shutdown.clone()));
+        self.listener
+            .serve(app(self.ingest, self.limit), shutdown)
+            .await;
+        Ok(())
     }
 }
 

@@ -138,6 +138,7 @@ fn connect_error(e: &IngestError) -> Response {
             (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
         }
         IngestError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        IngestError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "deadline_exceeded"),
     };
     let body = serde_json::json!({ "code": code, "message": e.to_string() }).to_string();
     let mut r = (
@@ -190,20 +191,9 @@ async fn convert_request(
     }
     let enc = Encoding::from_header(header_str(headers, header::CONTENT_ENCODING))?;
     let limit = st.limit;
-    let raw = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large =
-            std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
-                e.source()
-            })
-            .any(|s| s.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            IngestError::TooLarge(format!(
-                "request body exceeds max_request_size ({limit} bytes)"
-            ))
-        } else {
-            IngestError::Malformed(format!("cannot read request body: {e}"))
-        }
-    })?;
+    let raw = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|e| crate::ingest::body_error(&e, limit))?;
     let mut charge = st.ingest.admit(Signal::Profiles, raw.len())?;
     let body = decompress(raw, enc, limit)?;
     // The push request holds the profiles (encoded) and is then converted: charge the bound of

@@ -467,9 +467,11 @@ mod tests {
             queue: sluice_config::QueueConfig {
                 max_items: 100,
                 when_full: WhenFull::Block,
+                ..Default::default()
             },
             retry: RetryConfig::default(),
             max_concurrency: 2,
+            storage_dir: None,
         };
         let (q, task) = spawn_exporter("p", Arc::new(Panics), &delivery, None, &metrics);
         let load = q.load_signal();

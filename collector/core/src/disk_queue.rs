@@ -58,6 +58,11 @@ fn io<'a>(
     }
 }
 
+/// Bytes a record of a `body_len`-byte batch takes on disk.
+pub fn record_size(body_len: usize) -> u64 {
+    (HEADER + META + body_len) as u64
+}
+
 /// One record read back from the log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
@@ -389,6 +394,18 @@ impl DiskLog {
             g.last_sync = Instant::now();
         }
         Ok((seq, total))
+    }
+
+    /// Calls fsync now if anything is unsynced (the queue is closing).
+    pub fn sync_now(&self) -> Result<(), DiskQueueError> {
+        let mut g = self.lock();
+        if g.dirty {
+            let path = seg_path(&self.dir, g.active_id);
+            g.active.sync_data().map_err(io("cannot sync", &path))?;
+            g.dirty = false;
+            g.last_sync = Instant::now();
+        }
+        Ok(())
     }
 
     /// Calls fsync if `sync = "interval"` left writes unsynced for a second (the worker calls it

@@ -135,9 +135,14 @@ fn signal_byte(s: Signal) -> u8 {
 }
 
 fn signal_of(b: u8) -> Option<Signal> {
-    [Signal::Traces, Signal::Metrics, Signal::Logs, Signal::Profiles]
-        .into_iter()
-        .find(|s| s.index() == usize::from(b))
+    [
+        Signal::Traces,
+        Signal::Metrics,
+        Signal::Logs,
+        Signal::Profiles,
+    ]
+    .into_iter()
+    .find(|s| s.index() == usize::from(b))
 }
 
 /// Segment ids present in `dir`, oldest first.
@@ -489,19 +494,16 @@ impl DiskLog {
     /// A reader positioned at the first record not yet delivered.
     pub fn reader(&self) -> Reader {
         let g = self.lock();
-        let (pos, seq) = g
-            .pending
-            .front()
-            .map_or(
-                (
-                    Pos {
-                        seg: g.active_id,
-                        off: g.active_len,
-                    },
-                    g.next_seq,
-                ),
-                |e| (e.start, e.seq),
-            );
+        let (pos, seq) = g.pending.front().map_or(
+            (
+                Pos {
+                    seg: g.active_id,
+                    off: g.active_len,
+                },
+                g.next_seq,
+            ),
+            |e| (e.start, e.seq),
+        );
         Reader {
             dir: self.dir.clone(),
             pos,
@@ -565,7 +567,8 @@ impl Reader {
             f.seek(SeekFrom::Start(self.pos.off))
                 .map_err(io("cannot seek", &path))?;
             let mut header = [0u8; HEADER];
-            f.read_exact(&mut header).map_err(io("cannot read", &path))?;
+            f.read_exact(&mut header)
+                .map_err(io("cannot read", &path))?;
             let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
             let total = HEADER as u64 + u64::from(len);
             let mut frame = vec![0u8; usize::try_from(total).unwrap_or(usize::MAX)];
@@ -620,7 +623,10 @@ mod tests {
         assert_eq!(replay.items[Signal::Traces.index()], (5..20).sum::<u64>());
         assert_eq!(replay.corrupt, 0);
         let got = drain(&log);
-        assert_eq!(got.iter().map(|r| r.items).collect::<Vec<_>>(), (5..20).collect::<Vec<_>>());
+        assert_eq!(
+            got.iter().map(|r| r.items).collect::<Vec<_>>(),
+            (5..20).collect::<Vec<_>>()
+        );
         assert_eq!(got[0].body, Bytes::from(vec![5u8; 200]));
     }
 
@@ -639,7 +645,11 @@ mod tests {
         let before = segments(dir.path()).unwrap().len();
         assert!(before > 2);
         log.ack(got[0].seq).unwrap();
-        assert_eq!(segments(dir.path()).unwrap().len(), 1, "delivered segments deleted");
+        assert_eq!(
+            segments(dir.path()).unwrap().len(),
+            1,
+            "delivered segments deleted"
+        );
         drop(log);
         let (log, replay) = open(dir.path());
         assert_eq!(replay.records, 0);

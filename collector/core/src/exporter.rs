@@ -4,8 +4,10 @@
 
 use crate::concurrency::AdaptiveConcurrency;
 use crate::disk_queue::{self, DiskLog, Record};
+use crate::lease::Lease;
 use crate::load::LoadSignal;
 use crate::metrics::{DropReason, FloatGauge, Metrics, PerSignal};
+use crate::pipeline::Envelope;
 use crate::telemetry::{Encoded, Telemetry};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -129,6 +131,9 @@ struct Queued {
     bytes: u64,
     /// The persistent queue's records it came from, acknowledged once it is done.
     acks: Vec<u64>,
+    /// Dropped (released) once the batch was delivered or counted as dropped; a persistent
+    /// queue releases it as soon as the batch is on disk.
+    lease: Lease,
 }
 
 /// How long [`ExporterQueue::enqueue`] may wait for room in a `block` queue (a `drop` queue
@@ -254,7 +259,14 @@ impl Books {
     }
 
     /// Takes room for a batch: items (when it is held in memory) and bytes (when bounded).
-    async fn admit(&self, signal: Signal, items: u64, in_memory: bool, bytes: u64, wait: Wait) -> Option<(u32, u64)> {
+    async fn admit(
+        &self,
+        signal: Signal,
+        items: u64,
+        in_memory: bool,
+        bytes: u64,
+        wait: Wait,
+    ) -> Option<(u32, u64)> {
         let permits = if in_memory {
             let want = self.items.want(items);
             if !self.items.take(want, wait).await {
@@ -369,14 +381,16 @@ impl ExporterQueue {
     /// Puts a batch in the queue. A `block` queue waits for room as `wait` allows, a `drop`
     /// queue not at all; whatever does not get in is counted (and logged, rate-limited) here.
     /// A persistent queue returns only once the batch is written to its log.
-    pub async fn enqueue(&self, data: Telemetry, items: u64, wait: Wait) -> Enqueued {
+    pub async fn enqueue(&self, env: Envelope, wait: Wait) -> Enqueued {
+        let Envelope { data, items, lease } = env;
         let signal = data.signal();
         let wait = match self.when_full {
             WhenFull::Block => wait,
             WhenFull::Drop => Wait::No,
         };
         let result = match &self.disk {
-            None => self.enqueue_memory(data, items, wait).await,
+            None => self.enqueue_memory(data, items, lease, wait).await,
+            // Once on disk the batch no longer needs its memory: the lease is released.
             Some(disk) => self.enqueue_disk(disk, data, items, wait).await,
         };
         match result {
@@ -388,14 +402,21 @@ impl ExporterQueue {
         result
     }
 
-    async fn enqueue_memory(&self, data: Telemetry, items: u64, wait: Wait) -> Enqueued {
+    async fn enqueue_memory(
+        &self,
+        data: Telemetry,
+        items: u64,
+        lease: Lease,
+        wait: Wait,
+    ) -> Enqueued {
         let signal = data.signal();
         let bytes = if self.books.bytes.is_some() {
             data.encoded_len() as u64
         } else {
             0
         };
-        let Some((permits, bytes)) = self.books.admit(signal, items, true, bytes, wait).await else {
+        let Some((permits, bytes)) = self.books.admit(signal, items, true, bytes, wait).await
+        else {
             return Enqueued::Full;
         };
         let q = Queued {
@@ -404,6 +425,7 @@ impl ExporterQueue {
             permits,
             bytes,
             acks: Vec::new(),
+            lease,
         };
         if let Err(mpsc::error::SendError(q)) = self.tx.send(q) {
             // The worker is gone (it only ends once every handle is dropped, so it panicked).
@@ -414,7 +436,13 @@ impl ExporterQueue {
         Enqueued::Queued
     }
 
-    async fn enqueue_disk(&self, disk: &DiskSide, data: Telemetry, items: u64, wait: Wait) -> Enqueued {
+    async fn enqueue_disk(
+        &self,
+        disk: &DiskSide,
+        data: Telemetry,
+        items: u64,
+        wait: Wait,
+    ) -> Enqueued {
         let signal = data.signal();
         let mut opened = disk.log.clone();
         let log = match opened.wait_for(Option::is_some).await {
@@ -475,7 +503,13 @@ impl ExporterQueue {
 fn queue_dir(storage: &std::path::Path, name: &str) -> PathBuf {
     let safe: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     storage.join(format!("queue-{safe}"))
 }
@@ -597,7 +631,14 @@ pub fn spawn_exporter(
                 match log {
                     Some(log) => {
                         let (dtx, drx) = mpsc::unbounded_channel();
-                        tokio::spawn(read_disk(log.clone(), rx, dtx, wake, books.clone(), closing.clone()));
+                        tokio::spawn(read_disk(
+                            log.clone(),
+                            rx,
+                            dtx,
+                            wake,
+                            books.clone(),
+                            closing.clone(),
+                        ));
                         (drx, Some(log))
                     }
                     None => {
@@ -666,6 +707,8 @@ pub fn spawn_exporter(
                         let meta = (q.data.signal(), q.items, q.permits, q.bytes, q.acks.clone());
                         let handle = in_flight.spawn(async move {
                             let signal = q.data.signal();
+                            // Held until this task ends: delivered, dropped, or panicked.
+                            let _lease = q.lease;
                             let mut data = q.data;
                             let decoded = if exporter.needs_decoded() {
                                 data.decode_in_place().map_err(|e| {
@@ -784,6 +827,7 @@ async fn read_records(
                 permits: want,
                 bytes: rec.disk_bytes,
                 acks: vec![rec.seq],
+                lease: Lease::none(),
             };
             if out.send(q).is_err() {
                 return;
@@ -914,6 +958,7 @@ async fn coalesce_queue(
                             acc.permits += q.permits;
                             acc.bytes += q.bytes;
                             acc.acks.extend(q.acks);
+                            acc.lease.absorb(q.lease);
                         }
                         // Profiles cannot be merged: they go on as they are.
                         Err(data) => {
@@ -971,6 +1016,7 @@ mod tests {
             permits: n as u32,
             bytes: 0,
             acks: Vec::new(),
+            lease: Lease::none(),
         }
     }
 
@@ -1000,16 +1046,21 @@ mod tests {
         let (q, task) = spawn_exporter("p", Arc::new(Panics), &delivery, None, &metrics);
         let load = q.load_signal();
         assert_eq!(
-            q.enqueue(spans(60).data, 60, Wait::Forever).await,
+            q.enqueue(Envelope::new(spans(60).data, 60), Wait::Forever)
+                .await,
             Enqueued::Queued
         );
         // 60 + 80 > 100: this only fits once the panicked export has given its room back.
         let second = tokio::time::timeout(
             Duration::from_secs(5),
-            q.enqueue(spans(80).data, 80, Wait::Forever),
+            q.enqueue(Envelope::new(spans(80).data, 80), Wait::Forever),
         )
         .await;
-        assert_eq!(second, Ok(Enqueued::Queued), "room freed by the panicked export");
+        assert_eq!(
+            second,
+            Ok(Enqueued::Queued),
+            "room freed by the panicked export"
+        );
         drop(q);
         task.await.unwrap();
         assert_eq!(metrics.exporter_failed("p", Signal::Traces).get(), 140);
@@ -1037,10 +1088,7 @@ mod tests {
                 if self.down.load(Ordering::Relaxed) {
                     return Err(ExportError::retryable("down"));
                 }
-                self.got
-                    .lock()
-                    .unwrap()
-                    .push(batch.item_count());
+                self.got.lock().unwrap().push(batch.item_count());
                 Ok(Delivered::ALL)
             })
         }
@@ -1075,12 +1123,19 @@ mod tests {
         });
         let (q, task) = spawn_exporter("d", down.clone(), &delivery, None, &metrics);
         for _ in 0..10 {
-            assert_eq!(q.enqueue(spans(7).data, 7, Wait::Forever).await, Enqueued::Queued);
+            assert_eq!(
+                q.enqueue(Envelope::new(spans(7).data, 7), Wait::Forever)
+                    .await,
+                Enqueued::Queued
+            );
         }
         assert_eq!(metrics.exporter_queue("d", Signal::Traces).get(), 70);
         drop(q);
         // Shutdown does not wait for a down backend: the batches stay on disk, not lost.
-        tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(metrics.exporter_queue("d", Signal::Traces).get(), 0);
         assert_eq!(metrics.exporter_failed("d", Signal::Traces).get(), 0);
 
@@ -1090,7 +1145,11 @@ mod tests {
             got: Mutex::default(),
         });
         let (q, task) = spawn_exporter("d", up.clone(), &delivery, None, &metrics);
-        assert_eq!(q.enqueue(spans(3).data, 3, Wait::Forever).await, Enqueued::Queued);
+        assert_eq!(
+            q.enqueue(Envelope::new(spans(3).data, 3), Wait::Forever)
+                .await,
+            Enqueued::Queued
+        );
         let sent = || metrics.exporter_sent("d", Signal::Traces).get();
         for _ in 0..500 {
             if sent() == 73 {
@@ -1106,7 +1165,11 @@ mod tests {
         // Everything was acknowledged: a third start finds nothing.
         let metrics = Metrics::new();
         let (q, task) = spawn_exporter("d", up.clone(), &delivery, None, &metrics);
-        assert_eq!(q.enqueue(spans(1).data, 1, Wait::Forever).await, Enqueued::Queued);
+        assert_eq!(
+            q.enqueue(Envelope::new(spans(1).data, 1), Wait::Forever)
+                .await,
+            Enqueued::Queued
+        );
         drop(q);
         task.await.unwrap();
         assert_eq!(metrics.queue_replayed("d", Signal::Traces).get(), 0);
@@ -1128,13 +1191,18 @@ mod tests {
         let (q, task) = spawn_exporter("f", down.clone(), &delivery, None, &metrics);
         let mut queued = 0;
         for _ in 0..fits + 5 {
-            if q.enqueue(big().data, 2000, Wait::Forever).await == Enqueued::Queued {
+            if q.enqueue(Envelope::new(big().data, 2000), Wait::Forever)
+                .await
+                == Enqueued::Queued
+            {
                 queued += 1;
             }
         }
         assert_eq!(queued, fits);
         assert_eq!(
-            metrics.dropped("f", Signal::Traces, DropReason::QueueFull).get(),
+            metrics
+                .dropped("f", Signal::Traces, DropReason::QueueFull)
+                .get(),
             5 * 2000
         );
         drop(q);
@@ -1142,9 +1210,17 @@ mod tests {
         let delivery = persistent(dir.path(), cap, WhenFull::Block);
         let (q, task) = spawn_exporter("f", down.clone(), &delivery, None, &metrics);
         let until = Instant::now() + Duration::from_millis(200);
-        assert_eq!(q.enqueue(big().data, 2000, Wait::Until(until)).await, Enqueued::Full);
+        assert_eq!(
+            q.enqueue(Envelope::new(big().data, 2000), Wait::Until(until))
+                .await,
+            Enqueued::Full
+        );
         down.down.store(false, Ordering::Relaxed);
-        assert_eq!(q.enqueue(big().data, 2000, Wait::Forever).await, Enqueued::Queued);
+        assert_eq!(
+            q.enqueue(Envelope::new(big().data, 2000), Wait::Forever)
+                .await,
+            Enqueued::Queued
+        );
         drop(q);
         task.await.unwrap();
     }

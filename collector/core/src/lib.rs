@@ -6,7 +6,9 @@ pub mod concurrency;
 pub mod disk_queue;
 pub mod exporter;
 pub mod grpc_codec;
+pub mod lease;
 pub mod load;
+pub mod memory;
 pub mod metrics;
 pub mod pipeline;
 pub mod stage;
@@ -16,7 +18,9 @@ pub mod wire;
 pub use exporter::{
     spawn_exporter, BoxFuture, Coalesce, Delivered, ExportError, Exporter, ExporterQueue,
 };
+pub use lease::{Held, Lease};
 pub use load::{DownstreamLoad, LoadSignal};
+pub use memory::{Charge, MemoryBudget, OverBudget};
 pub use metrics::{DropReason, Metrics, PerSignal};
 pub use pipeline::{Envelope, PipelineInput, PipelineSender, Routes, SendError};
 pub use sluice_config::Signal;

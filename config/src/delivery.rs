@@ -152,7 +152,8 @@ impl DeliveryConfig {
         if self.queue.persistent && self.storage_dir.is_none() {
             out.push((
                 "queue.persistent",
-                "needs [service] storage_dir: the directory persistent queues are kept in".to_owned(),
+                "needs [service] storage_dir: the directory persistent queues are kept in"
+                    .to_owned(),
             ));
         }
         if !(1..=MAX_CONCURRENCY).contains(&self.max_concurrency) {

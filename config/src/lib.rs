@@ -209,8 +209,7 @@ fn default_log_level() -> String {
 /// Creates `dir` if needed and proves a file can be written there (persistent queues must not
 /// find out at the first batch).
 fn check_writable_dir(dir: &std::path::Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let probe = dir.join(format!(".sluice-write-probe-{}", std::process::id()));
     std::fs::write(&probe, b"ok").map_err(|e| format!("{} is not writable: {e}", dir.display()))?;
     let _ = std::fs::remove_file(&probe);

@@ -2,6 +2,7 @@
 //! DIR, then times opening it (every record checked) and reading every record back.
 //!
 //! `cargo run --profile ci -p sluice-core --example queue_replay -- DIR [GIB] [BATCH_KIB]`
+//! (GIB = 0 only replays what DIR holds, e.g. after dropping the page cache.)
 
 use sluice_config::{Signal, SyncMode};
 use sluice_core::disk_queue::DiskLog;
@@ -19,8 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let body: Vec<u8> = (0..batch_kib * 1024)
         .map(|i| (i * 31 % 251) as u8)
         .collect();
-    let segment = (total / 8).clamp(64 << 10, 64 << 20);
-    {
+    let segment = (total.max(1 << 30) / 8).clamp(64 << 10, 64 << 20);
+    if total > 0 {
         let (log, _) = DiskLog::open(&dir, segment, SyncMode::Interval)?;
         let start = Instant::now();
         let mut written = 0u64;

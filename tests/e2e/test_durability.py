@@ -369,3 +369,31 @@ def test_a_failing_metrics_table_is_retried_alone(sluice, tmp_path):
         assert sluice.metric("sluice_dropped_items_total") == 0
     finally:
         ch.stop()
+
+
+def test_sigterm_with_a_stalled_client_flushes_and_exits(sluice):
+    """A client sent half a request and stalls: shutdown cuts it off after half of
+    shutdown_timeout, flushes what was accepted (sitting in a 30 s batch), and exits."""
+    sluice.start(sluice.default_config(batch_timeout="30s", service_extra='shutdown_timeout = "4s"'))
+    for i in range(5):
+        assert send(sluice, 100, tid(i)).status_code == 200
+    stalled = []
+    for port in (sluice.http, sluice.grpc):
+        s = socket.create_connection(("127.0.0.1", port))
+        if port == sluice.http:
+            s.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                      b"Content-Length: 100000\r\n\r\n" + b"\x0a" * 10)
+        else:
+            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")  # an HTTP/2 preface, then nothing
+        stalled.append(s)
+    time.sleep(0.5)
+    started = time.monotonic()
+    sluice.proc.send_signal(signal.SIGTERM)
+    code = sluice.proc.wait(timeout=20)
+    took = time.monotonic() - started
+    for s in stalled:
+        s.close()
+    assert code == 0, sluice.log_text()
+    assert took < 15, f"shutdown took {took:.1f}s"
+    keys = span_keys(sluice)
+    assert len(set(keys)) == 500 and len(keys) == 500, "accepted data flushed once"

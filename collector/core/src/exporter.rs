@@ -1225,6 +1225,46 @@ mod tests {
         task.await.unwrap();
     }
 
+    #[tokio::test]
+    async fn a_memory_queue_with_max_bytes_is_bounded_in_bytes_not_only_items() {
+        let metrics = Metrics::new();
+        let down = Arc::new(Backend {
+            down: true.into(),
+            got: Mutex::default(),
+        });
+        let mut delivery = persistent(
+            std::path::Path::new("/nonexistent"),
+            64 * 1024,
+            WhenFull::Drop,
+        );
+        delivery.queue.persistent = false;
+        delivery.queue.max_items = 1_000_000;
+        let size = spans(2000).data.encoded_len() as u64;
+        let (q, task) = spawn_exporter("m", down, &delivery, None, &metrics);
+        let mut queued = 0;
+        for _ in 0..20 {
+            if q.enqueue(Envelope::new(spans(2000).data, 2000), Wait::Forever)
+                .await
+                == Enqueued::Queued
+            {
+                queued += 1;
+            }
+        }
+        assert_eq!(queued, 64 * 1024 / size);
+        assert_eq!(
+            metrics
+                .dropped("m", Signal::Traces, DropReason::QueueFull)
+                .get(),
+            (20 - queued) * 2000
+        );
+        assert_eq!(
+            metrics.exporter_queue("m", Signal::Traces).get() as u64,
+            queued * 2000
+        );
+        drop(q);
+        task.abort();
+    }
+
     #[tokio::test(start_paused = true)]
     async fn coalescing_merges_up_to_min_items_then_flushes_the_rest_after_the_delay() {
         let (tx, rx) = mpsc::unbounded_channel();

@@ -154,6 +154,7 @@ def test_a_full_persistent_queue_refuses_retryably_or_drops_and_counts(make_slui
         codes[r.status_code] = codes.get(r.status_code, 0) + 1
         if r.status_code != 200:
             break
+    print("block-mode status codes:", codes)
     assert set(codes) - {200} <= {429, 503}, codes
     assert codes.get(429, 0) + codes.get(503, 0) >= 1, f"a full blocking queue refuses retryably: {codes}"
     assert block.metric("sluice_dropped_items_total") == 0
@@ -164,6 +165,7 @@ def test_a_full_persistent_queue_refuses_retryably_or_drops_and_counts(make_slui
     wait_for(lambda: drop.metric("sluice_pipeline_queue_items") == 0, what="pipeline drained")
     dropped = drop.metric("sluice_dropped_items_total", component="out", reason="queue_full")
     queued = drop.metric("sluice_exporter_queue_items", exporter="out")
+    print("drop mode: dropped", dropped, "queued", queued)
     assert dropped > 0
     assert dropped + queued == 20_000, (dropped, queued)
     # The disk stays bounded: 64KiB plus at most one segment (64KiB at this size).
@@ -221,6 +223,7 @@ def test_backend_flapping_block_loses_nothing_accepted_drop_counts_every_loss(ma
 
     # Block: every span a client was told was accepted reached the backend.
     want = spans_of(accepted["block"])
+    print("block: accepted", len(want), "delivered", len(want & delivered))
     assert len(want) >= 10_000
     assert want <= delivered, f"{len(want - delivered)} accepted spans lost"
     assert block.metric("sluice_dropped_items_total") == 0
@@ -235,6 +238,7 @@ def test_backend_flapping_block_loses_nothing_accepted_drop_counts_every_loss(ma
     assert dropped > 0, "the small queue overflowed while the backend was down"
     assert dropped == drop.metric("sluice_dropped_items_total", reason="queue_full")
     assert accepted_n == sent + dropped
+    print("drop: accepted", accepted_n, "sent", sent, "dropped", dropped, "delivered", len(got))
     assert len(got) == sent
     assert len(want) - len(got) == dropped
 
@@ -306,6 +310,7 @@ exporters = ["file", "stuck"]
         assert sl.metric("sluice_exporter_sent_items_total", exporter="stuck") == 0
         stuck_dropped = sl.metric("sluice_dropped_items_total", component="stuck", reason="queue_full")
         stuck_queued = sl.metric("sluice_exporter_queue_items", exporter="stuck")
+        print("stuck exporter: dropped", stuck_dropped, "queued", stuck_queued)
         assert stuck_dropped > 0
         assert stuck_dropped + stuck_queued == 30_000
         assert "exporter queue stayed full" in sl.log_text()

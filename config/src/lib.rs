@@ -183,6 +183,11 @@ pub struct ServiceConfig {
     /// Where persistent exporter queues live; required when any exporter has `queue.persistent`.
     #[serde(default)]
     pub storage_dir: Option<std::path::PathBuf>,
+    /// The process's memory target: data in flight is charged in bytes up to 75% of it (hard
+    /// level), and new data is refused, retryably, above 60% (soft level). Absent = 80% of the
+    /// cgroup's memory limit, or half the machine's memory when there is no cgroup limit.
+    #[serde(default)]
+    pub memory_limit: Option<ByteSize>,
 }
 
 impl Default for ServiceConfig {
@@ -193,6 +198,7 @@ impl Default for ServiceConfig {
             shutdown_timeout: default_shutdown_timeout(),
             telemetry: None,
             storage_dir: None,
+            memory_limit: None,
         }
     }
 }

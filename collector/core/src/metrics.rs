@@ -66,6 +66,7 @@ pub struct Metrics {
     config_reload: Family<Labels, Counter>,
     queue_corrupt: Family<Labels, Counter>,
     queue_replayed: Family<Labels, Counter>,
+    memory: Family<Labels, Gauge>,
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
@@ -110,6 +111,12 @@ impl Metrics {
             "sluice_queue_replayed_items",
             "Items found in a persistent queue on start and queued again for delivery",
             queue_replayed.clone(),
+        );
+        let memory = Family::<Labels, Gauge>::default();
+        registry.register(
+            "sluice_memory_bytes",
+            "The memory budget: bytes charged to data in flight (charged), and the levels above which new data is refused (soft_limit) and charges never pass (hard_limit)",
+            memory.clone(),
         );
         registry.register(
             "sluice_config_reload",
@@ -197,9 +204,17 @@ impl Metrics {
             sampler_input_rate,
             exporter_concurrency,
             config_reload,
+            memory,
             queue_corrupt,
             queue_replayed,
         }
+    }
+
+    /// `sluice_memory_bytes{kind}`: the budget's charge and levels.
+    pub fn memory(&self, kind: &str) -> Gauge {
+        self.memory
+            .get_or_create(&labels(&[("kind", kind)]))
+            .clone()
     }
 
     /// `sluice_queue_corrupt_records_total{exporter}`.

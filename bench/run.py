@@ -45,6 +45,9 @@ SCENARIOS = [
     # The sampler at a fixed p = 0.25: every request is decoded, sampled, its kept spans re-stamped.
     ("grpc-attrs10-100-sampler-p25", "grpc", 100, ATTRS10, "sampler-p25", 0),
     ("grpc-attrs10-100-file", "grpc", 100, ATTRS10, "file", 0),
+    # The blackhole behind a persistent queue (issue 12): every batch written to disk, read back, deleted.
+    ("grpc-attrs10-100-persistent", "grpc", 100, ATTRS10, "persistent", 0),
+    ("grpc-attrs10-100-persistent-always", "grpc", 100, ATTRS10, "persistent-always", 0),
     ("grpc-attrs10-100-otlp", "grpc", 100, ATTRS10, "otlp", 0),
     ("http-attrs10-512-clickhouse", "http", 512, ATTRS10, "clickhouse", 0),
     ("grpc-attrs10-100-kafka", "grpc", 100, ATTRS10, "kafka", 0),
@@ -82,6 +85,10 @@ def config(sl, kind, data_dir, downstream=None, ch_url=None, kafka=None, tls=Non
         exporter = f'type = "clickhouse"\nendpoint = "{ch_url}"\ndatabase = "otel"'
     elif kind == "kafka":
         exporter = f'type = "kafka"\nbrokers = ["{kafka}"]'
+    elif kind.startswith("persistent"):
+        sync = "always" if kind == "persistent-always" else "interval"
+        exporter = f'type = "blackhole"\nqueue = {{ persistent = true, max_bytes = "2GiB", sync = "{sync}" }}'
+    storage = f'storage_dir = "{data_dir}"' if kind.startswith("persistent") else ""
     telemetry = ""
     if SELF_TELEMETRY:
         telemetry = f'[service.telemetry]\nendpoint = "{SELF_TELEMETRY}"\ninterval = "1s"\n'
@@ -89,6 +96,7 @@ def config(sl, kind, data_dir, downstream=None, ch_url=None, kafka=None, tls=Non
 [service]
 admin = "127.0.0.1:{sl.admin}"
 log_level = "warn"
+{storage}
 {telemetry}
 [receivers.otlp]
 type = "otlp"
@@ -108,6 +116,13 @@ receivers = ["otlp"]
 processors = {processors}
 exporters = ["out"]
 """
+
+
+def written_bytes(pid):
+    for line in open(f"/proc/{pid}/io"):
+        if line.startswith("write_bytes:"):
+            return int(line.split()[1])
+    return 0
 
 
 def cpu_seconds(pid):
@@ -163,6 +178,7 @@ def run(name, protocol, per_req, shape, kind, rate, seconds, work):
     pid = sl.proc.pid
     endpoint = f"{'https' if ca else 'http'}://127.0.0.1:{sl.grpc if protocol == 'grpc' else sl.http}"
     before_cpu, before_items = cpu_seconds(pid), sl.metric("sluice_receiver_accepted_items_total")
+    before_written = written_bytes(pid)
     cmd = pinned([str(LOADGEN), "--endpoint", endpoint, "--protocol", protocol, "--spans-per-request", str(per_req),
                   "--attributes", str(shape["attributes"]), "--attribute-size", str(shape["attribute_size"]),
                   "--connections", "64" if kind == "overload" else "8", "--duration", f"{seconds}s", "--rate", str(rate),
@@ -180,6 +196,7 @@ def run(name, protocol, per_req, shape, kind, rate, seconds, work):
     cpu = cpu_seconds(pid) - before_cpu
     items = sl.metric("sluice_receiver_accepted_items_total") - before_items
     rss = peak_rss_mib(pid)
+    written = written_bytes(pid) - before_written
     result = {
         "scenario": name,
         "items_per_s": round(items / lg["seconds"]),
@@ -193,6 +210,7 @@ def run(name, protocol, per_req, shape, kind, rate, seconds, work):
         "failed_requests": lg["requests_failed"],
         "seconds": round(lg["seconds"], 1),
         "rss_mib_each_second": rss_trace,
+        "disk_mb_written_per_s": round(written / lg["seconds"] / 1e6, 1),
     }
     sl.stop()
     for p in extra_procs:

@@ -560,13 +560,22 @@ impl Topology {
             routes.push(r.routes);
             retired.receivers.push((name, r.task));
         }
+        // Receivers get half the grace period to finish the requests they are serving; a client
+        // that stalls mid-request must not take the time the pipelines need to flush.
+        let receivers_until = tokio::time::Instant::now() + deadline / 2;
         for (name, h) in retired.receivers {
-            if tokio::time::timeout_at(until, h).await.is_err() {
-                tracing::error!(receiver = %name, "receiver did not stop before the shutdown deadline");
+            let abort = h.abort_handle();
+            if tokio::time::timeout_at(receivers_until, h).await.is_err() {
+                tracing::error!(receiver = %name, "receiver did not stop in half the shutdown timeout; its connections are closed");
+                abort.abort();
             }
         }
         drop(listeners);
-        // Dropping the routes drops the last senders: the pipelines drain.
+        // Emptying the routes drops the last senders even where a connection still holds the
+        // routes (a stalled client): the pipelines drain.
+        for r in &routes {
+            r.store(Arc::new(PipelineInput::default()));
+        }
         drop(routes);
         tracing::info!("flushing pipelines and exporter queues");
         let mut lost_tasks = false;

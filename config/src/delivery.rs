@@ -1,8 +1,9 @@
 //! Delivery settings every exporter shares (`queue`, `retry`, `max_concurrency`): parsed and
 //! validated once here, never repeated per exporter.
 
-use crate::types::HumanDuration;
+use crate::types::{ByteSize, HumanDuration};
 use serde::Deserialize;
+use std::path::PathBuf;
 
 /// What a full exporter queue does with new data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -15,6 +16,17 @@ pub enum WhenFull {
     Drop,
 }
 
+/// When a persistent queue calls `fsync`: the trade between throughput and what a power cut loses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// After every batch written: a power cut loses nothing that was queued.
+    Always,
+    /// At most once per second: a power cut may lose the last second (a `kill -9` loses nothing).
+    #[default]
+    Interval,
+}
+
 /// Per-exporter queue.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,18 +34,51 @@ pub struct QueueConfig {
     /// Most items held in the queue.
     #[serde(default = "default_queue_items")]
     pub max_items: usize,
+    /// Most bytes (OTLP protobuf size) held in the queue; unset = bounded by `max_items` only
+    /// (a persistent queue defaults to 1GiB).
+    #[serde(default)]
+    pub max_bytes: Option<ByteSize>,
     /// What to do when the queue is full.
     #[serde(default)]
     pub when_full: WhenFull,
+    /// Keep the queue on disk under `[service] storage_dir`, so a crash or restart loses nothing.
+    #[serde(default)]
+    pub persistent: bool,
+    /// When a persistent queue calls `fsync`.
+    #[serde(default)]
+    pub sync: SyncMode,
+    /// In a pipeline with several exporters, how long a full `block` queue may hold the others
+    /// back before its batch is dropped for it alone (counted `reason="queue_full"`).
+    #[serde(default = "default_block_timeout")]
+    pub block_timeout: HumanDuration,
 }
 
 impl Default for QueueConfig {
     fn default() -> Self {
         Self {
             max_items: default_queue_items(),
+            max_bytes: None,
             when_full: WhenFull::Block,
+            persistent: false,
+            sync: SyncMode::Interval,
+            block_timeout: default_block_timeout(),
         }
     }
+}
+
+impl QueueConfig {
+    /// The byte bound in force: the configured one, or 1GiB for a persistent queue.
+    pub fn byte_limit(&self) -> Option<u64> {
+        match (self.max_bytes, self.persistent) {
+            (Some(b), _) => Some(b.0),
+            (None, true) => Some(ByteSize::mib(1024).0),
+            (None, false) => None,
+        }
+    }
+}
+
+fn default_block_timeout() -> HumanDuration {
+    HumanDuration::from_secs(5)
 }
 
 fn default_queue_items() -> usize {
@@ -84,6 +129,8 @@ pub struct DeliveryConfig {
     pub retry: RetryConfig,
     /// `max_concurrency`: most exports in flight (adaptive concurrency finds the best number up to this).
     pub max_concurrency: usize,
+    /// `[service] storage_dir`, where persistent queues live (each in a folder named after its exporter).
+    pub storage_dir: Option<PathBuf>,
 }
 
 /// The keys of an exporter table that belong to the delivery layer, not to the exporter itself.
@@ -98,6 +145,16 @@ impl DeliveryConfig {
         let mut out = Vec::new();
         if self.queue.max_items == 0 {
             out.push(("queue.max_items", "must be at least 1".to_owned()));
+        }
+        if self.queue.max_bytes.is_some_and(|b| b.0 < 64 * 1024) {
+            out.push(("queue.max_bytes", "must be at least 64KiB".to_owned()));
+        }
+        if self.queue.persistent && self.storage_dir.is_none() {
+            out.push((
+                "queue.persistent",
+                "needs [service] storage_dir: the directory persistent queues are kept in"
+                    .to_owned(),
+            ));
         }
         if !(1..=MAX_CONCURRENCY).contains(&self.max_concurrency) {
             out.push((

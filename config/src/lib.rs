@@ -11,7 +11,7 @@ pub mod source;
 pub mod telemetry;
 pub mod types;
 
-pub use delivery::{DeliveryConfig, QueueConfig, RetryConfig, WhenFull};
+pub use delivery::{DeliveryConfig, QueueConfig, RetryConfig, SyncMode, WhenFull};
 pub use error::{ConfigError, ConfigErrors};
 pub use retention::Retention;
 pub use source::Seg;
@@ -180,6 +180,9 @@ pub struct ServiceConfig {
     /// `[service.telemetry]`: own metrics, logs and spans over OTLP; absent = off.
     #[serde(default)]
     pub telemetry: Option<TelemetryConfig>,
+    /// Where persistent exporter queues live; required when any exporter has `queue.persistent`.
+    #[serde(default)]
+    pub storage_dir: Option<std::path::PathBuf>,
     /// The process's memory target: data in flight is charged in bytes up to 75% of it (hard
     /// level), and new data is refused, retryably, above 60% (soft level). Absent = 80% of the
     /// cgroup's memory limit, or half the machine's memory when there is no cgroup limit.
@@ -194,6 +197,7 @@ impl Default for ServiceConfig {
             log_level: default_log_level(),
             shutdown_timeout: default_shutdown_timeout(),
             telemetry: None,
+            storage_dir: None,
             memory_limit: None,
         }
     }
@@ -208,6 +212,16 @@ fn default_admin() -> Option<ListenAddr> {
 fn default_log_level() -> String {
     "info".to_owned()
 }
+/// Creates `dir` if needed and proves a file can be written there (persistent queues must not
+/// find out at the first batch).
+fn check_writable_dir(dir: &std::path::Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let probe = dir.join(format!(".sluice-write-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"ok").map_err(|e| format!("{} is not writable: {e}", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 fn default_shutdown_timeout() -> HumanDuration {
     HumanDuration::from_secs(30)
 }
@@ -336,6 +350,11 @@ impl Config {
         if let Some(t) = &self.service.telemetry {
             for (k, msg) in t.problems() {
                 errs.push(self.error_at(&[key("service"), key("telemetry"), key(k)], msg));
+            }
+        }
+        if let Some(dir) = &self.service.storage_dir {
+            if let Err(msg) = check_writable_dir(dir) {
+                errs.push(self.error_at(&[key("service"), key("storage_dir")], msg));
             }
         }
         if self.pipelines.is_empty() {

@@ -592,6 +592,7 @@ fn decode_delivery(
         queue: raw.queue,
         retry: raw.retry,
         max_concurrency: raw.max_concurrency.unwrap_or(default_concurrency),
+        storage_dir: config.service.storage_dir.clone(),
     })
 }
 

@@ -3,6 +3,7 @@
 
 pub mod component;
 pub mod concurrency;
+pub mod disk_queue;
 pub mod exporter;
 pub mod grpc_codec;
 pub mod lease;

@@ -30,6 +30,8 @@ fn store_f64(a: &AtomicU64, v: f64) {
 pub struct LoadSignal {
     room: Arc<Semaphore>,
     capacity: u32,
+    /// A byte bound (`queue.max_bytes`, a persistent queue's disk), if any: room and capacity.
+    bytes: Option<(Arc<Semaphore>, u64)>,
     max_concurrency: usize,
     in_flight: AtomicU64,
     limit: AtomicU64,
@@ -45,6 +47,7 @@ impl LoadSignal {
         Self {
             room,
             capacity,
+            bytes: None,
             max_concurrency: max_concurrency.max(1),
             in_flight: AtomicU64::new(0),
             limit: AtomicU64::new(1),
@@ -54,6 +57,12 @@ impl LoadSignal {
             drain_rate: AtomicU64::new(0f64.to_bits()),
             throttled_until_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Adds a byte bound to the fill ratio.
+    pub(crate) fn with_bytes(mut self, room: Arc<Semaphore>, capacity: u64) -> Self {
+        self.bytes = Some((room, capacity.max(1)));
+        self
     }
 
     /// Items queued or in flight.
@@ -68,7 +77,11 @@ impl LoadSignal {
 
     /// Queue fill ratio in [0, 1].
     pub fn queue_fill(&self) -> f64 {
-        self.queue_items() as f64 / f64::from(self.capacity.max(1))
+        let items = self.queue_items() as f64 / f64::from(self.capacity.max(1));
+        let bytes = self.bytes.as_ref().map_or(0.0, |(room, cap)| {
+            cap.saturating_sub(room.available_permits() as u64) as f64 / *cap as f64
+        });
+        items.max(bytes)
     }
 
     /// The latency term: per-item round-trip time over the healthy baseline, / 4.

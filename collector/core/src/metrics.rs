@@ -27,6 +27,8 @@ pub enum DropReason {
     ExportFailed,
     /// Shutdown's deadline passed before the data was delivered.
     ShutdownTimeout,
+    /// A persistent queue could not write the batch to disk (disk full, I/O error).
+    PersistFailed,
     /// A processor removed the item on purpose (filtering, sampling).
     Filtered,
 }
@@ -38,6 +40,7 @@ impl DropReason {
             Self::QueueFull => "queue_full",
             Self::ExportFailed => "export_failed",
             Self::ShutdownTimeout => "shutdown_timeout",
+            Self::PersistFailed => "persist_failed",
             Self::Filtered => "filtered",
         }
     }
@@ -63,6 +66,8 @@ pub struct Metrics {
     sampler_input_rate: Family<Labels, FloatGauge>,
     exporter_concurrency: Family<Labels, Gauge>,
     config_reload: Family<Labels, Counter>,
+    queue_corrupt: Family<Labels, Counter>,
+    queue_replayed: Family<Labels, Counter>,
     memory: Family<Labels, Gauge>,
 }
 
@@ -99,6 +104,18 @@ impl Metrics {
         let sampler_input_rate = Family::<Labels, FloatGauge>::default();
         let exporter_concurrency = Family::<Labels, Gauge>::default();
         let config_reload = Family::<Labels, Counter>::default();
+        let queue_corrupt = Family::<Labels, Counter>::default();
+        let queue_replayed = Family::<Labels, Counter>::default();
+        registry.register(
+            "sluice_queue_corrupt_records",
+            "Damaged records (torn or failing their checksum) found in a persistent queue on start",
+            queue_corrupt.clone(),
+        );
+        registry.register(
+            "sluice_queue_replayed_items",
+            "Items found in a persistent queue on start and queued again for delivery",
+            queue_replayed.clone(),
+        );
         let memory = Family::<Labels, Gauge>::default();
         registry.register(
             "sluice_memory_bytes",
@@ -204,6 +221,8 @@ impl Metrics {
             exporter_concurrency,
             config_reload,
             memory,
+            queue_corrupt,
+            queue_replayed,
         }
     }
 
@@ -211,6 +230,23 @@ impl Metrics {
     pub fn memory(&self, kind: &str) -> Gauge {
         self.memory
             .get_or_create(&labels(&[("kind", kind)]))
+            .clone()
+    }
+
+    /// `sluice_queue_corrupt_records_total{exporter}`.
+    pub fn queue_corrupt(&self, exporter: &str) -> Counter {
+        self.queue_corrupt
+            .get_or_create(&labels(&[("exporter", exporter)]))
+            .clone()
+    }
+
+    /// `sluice_queue_replayed_items_total{exporter,signal}`.
+    pub fn queue_replayed(&self, exporter: &str, signal: Signal) -> Counter {
+        self.queue_replayed
+            .get_or_create(&labels(&[
+                ("exporter", exporter),
+                ("signal", signal.as_str()),
+            ]))
             .clone()
     }
 

@@ -47,8 +47,35 @@ const RETRYABLE_CODES: &[u32] = &[
     999, // KEEPER_EXCEPTION
 ];
 
+/// Codes that mean the schema is gone (a table or the database dropped under us): retried, and
+/// the schema is created again first when `create_schema` is on.
+const SCHEMA_LOST_CODES: &[u32] = &[
+    60, // UNKNOWN_TABLE
+    81, // UNKNOWN_DATABASE
+];
+
+/// Codes that mean our credentials are refused: an operator must act, but the data is kept and
+/// retried with backoff rather than dropped.
+const AUTH_CODES: &[u32] = &[
+    192, // UNKNOWN_USER
+    193, // WRONG_PASSWORD
+    194, // REQUIRED_PASSWORD
+    497, // ACCESS_DENIED
+    516, // AUTHENTICATION_FAILED
+];
+
+/// A failed ClickHouse call: the retry decision, plus what it says about the server's state.
+struct Failure {
+    error: ExportError,
+    code: Option<u32>,
+}
+
 /// Turns a client error into a retry decision, keeping ClickHouse's own words.
 pub fn classify(e: clickhouse::error::Error) -> ExportError {
+    classify_code(e).error
+}
+
+fn classify_code(e: clickhouse::error::Error) -> Failure {
     use clickhouse::error::Error as E;
     match e {
         E::BadResponse(text) => {
@@ -57,15 +84,25 @@ pub fn classify(e: clickhouse::error::Error) -> ExportError {
                 .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
                 .and_then(|c| c.parse::<u32>().ok());
             let msg = format!("ClickHouse: {}", text.trim());
-            match code {
+            let error = match code {
                 Some(c) if THROTTLING_CODES.contains(&c) => ExportError::throttled(msg),
-                Some(c) if RETRYABLE_CODES.contains(&c) => ExportError::retryable(msg),
+                Some(c)
+                    if RETRYABLE_CODES.contains(&c)
+                        || SCHEMA_LOST_CODES.contains(&c)
+                        || AUTH_CODES.contains(&c) =>
+                {
+                    ExportError::retryable(msg)
+                }
                 Some(_) => ExportError::permanent(msg),
                 // No code: an HTTP-level failure (proxy, 5xx without body): try again.
                 None => ExportError::retryable(msg),
-            }
+            };
+            Failure { error, code }
         }
-        other => ExportError::retryable(format!("ClickHouse unreachable: {other}")),
+        other => Failure {
+            error: ExportError::retryable(format!("ClickHouse unreachable: {other}")),
+            code: None,
+        },
     }
 }
 
@@ -111,9 +148,9 @@ impl ClickhouseExporter {
         let admin = self.client.clone().with_database("default");
         for ddl in schema::statements(&self.cfg) {
             admin.query(&ddl).execute().await.map_err(|e| {
-                let mut err = classify(e);
-                err.message = format!("creating schema: {}", err.message);
-                err
+                let mut f = classify_code(e);
+                f.error.message = format!("creating schema: {}", f.error.message);
+                self.observe(f)
             })?;
         }
         self.reconcile_ttl(&admin).await?;
@@ -135,16 +172,33 @@ impl ClickhouseExporter {
             return Ok(());
         }
         let timeout = Some(self.cfg.timeout.0);
+        let fail = |e| self.observe(classify_code(e));
         let mut insert = self
             .client
             .insert::<T>(table)
             .await
-            .map_err(classify)?
+            .map_err(fail)?
             .with_timeouts(timeout, timeout);
         for row in rows {
-            insert.write(row.borrow()).await.map_err(classify)?;
+            insert.write(row.borrow()).await.map_err(fail)?;
         }
-        insert.end().await.map_err(classify)
+        insert.end().await.map_err(fail)
+    }
+
+    /// Acts on what a failure says about the server: a lost schema is created again on the next
+    /// attempt; refused credentials are logged loudly (the data stays queued and is retried).
+    fn observe(&self, f: Failure) -> ExportError {
+        match f.code {
+            Some(c) if SCHEMA_LOST_CODES.contains(&c) && self.cfg.create_schema => {
+                self.schema_ready.store(false, Ordering::Release);
+            }
+            Some(c) if AUTH_CODES.contains(&c) => {
+                tracing::error!(endpoint = %self.cfg.endpoint, user = self.cfg.username.as_deref().unwrap_or("default"), error = %f.error.message,
+                    "ClickHouse refused our credentials; data stays queued and is retried with backoff (fix username/password)");
+            }
+            _ => {}
+        }
+        f.error
     }
 
     async fn insert_owned<T>(&self, table: &str, rows: &[T]) -> Result<(), ExportError>
@@ -165,44 +219,66 @@ impl Exporter for ClickhouseExporter {
 
     fn export<'a>(&'a self, batch: &'a Telemetry) -> BoxFuture<'a, Result<Delivered, ExportError>> {
         Box::pin(async move {
+            let mut progress = 0;
+            self.export_resuming(batch, &mut progress).await
+        })
+    }
+
+    /// Metrics go to five tables, one `INSERT` each: `progress` has a bit per table already
+    /// written, so a retry inserts only the tables that failed (no duplicate rows in the others).
+    fn export_resuming<'a>(
+        &'a self,
+        batch: &'a Telemetry,
+        progress: &'a mut u64,
+    ) -> BoxFuture<'a, Result<Delivered, ExportError>> {
+        Box::pin(async move {
             self.ensure_schema().await?;
             let t = &self.cfg.tables;
-            let result = match batch {
+            match batch {
                 Telemetry::Traces(r) => {
                     self.insert::<rows::SpanRow<'static>, _, _>(&t.traces, rows::span_rows(r))
-                        .await
+                        .await?
                 }
                 Telemetry::Logs(r) => {
                     self.insert::<rows::LogRow<'static>, _, _>(&t.logs, rows::log_rows(r))
-                        .await
+                        .await?
                 }
                 Telemetry::Profiles(r) => {
                     let p = rows::profile_rows(r);
-                    self.insert_owned(&t.profiles, &p).await
+                    self.insert_owned(&t.profiles, &p).await?
                 }
                 Telemetry::Metrics(r) => {
                     let m = rows::metric_rows(r);
-                    self.insert_owned(&t.metrics_gauge, &m.gauge).await?;
-                    self.insert_owned(&t.metrics_sum, &m.sum).await?;
-                    self.insert_owned(&t.metrics_histogram, &m.histogram)
-                        .await?;
-                    self.insert_owned(&t.metrics_exp_histogram, &m.exp_histogram)
-                        .await?;
-                    self.insert_owned(&t.metrics_summary, &m.summary).await
+                    if *progress & 1 == 0 {
+                        self.insert_owned(&t.metrics_gauge, &m.gauge).await?;
+                        *progress |= 1;
+                    }
+                    if *progress & 2 == 0 {
+                        self.insert_owned(&t.metrics_sum, &m.sum).await?;
+                        *progress |= 2;
+                    }
+                    if *progress & 4 == 0 {
+                        self.insert_owned(&t.metrics_histogram, &m.histogram).await?;
+                        *progress |= 4;
+                    }
+                    if *progress & 8 == 0 {
+                        self.insert_owned(&t.metrics_exp_histogram, &m.exp_histogram)
+                            .await?;
+                        *progress |= 8;
+                    }
+                    if *progress & 16 == 0 {
+                        self.insert_owned(&t.metrics_summary, &m.summary).await?;
+                        *progress |= 16;
+                    }
                 }
                 // The worker decodes batches first (needs_decoded).
-                Telemetry::Encoded(_) => Err(ExportError::permanent(
-                    "internal error: batch reached the ClickHouse exporter undecoded",
-                )),
-            };
-            if let Err(e) = &result {
-                // A missing table (dropped behind our back, or a server that lost its data) gets
-                // the schema created again on the next attempt.
-                if e.message.contains("UNKNOWN_TABLE") && self.cfg.create_schema {
-                    self.schema_ready.store(false, Ordering::Release);
+                Telemetry::Encoded(_) => {
+                    return Err(ExportError::permanent(
+                        "internal error: batch reached the ClickHouse exporter undecoded",
+                    ))
                 }
             }
-            result.map(|()| Delivered::ALL)
+            Ok(Delivered::ALL)
         })
     }
 }

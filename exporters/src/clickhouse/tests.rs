@@ -13,6 +13,15 @@ fn classifies_clickhouse_errors() {
         "Code: 159. DB::Exception: Timeout exceeded. (TIMEOUT_EXCEEDED)".into(),
     ));
     assert!(e.retryable && !e.throttled);
+    // A dropped database or table, and refused credentials, keep the data and retry.
+    for text in [
+        "Code: 81. DB::Exception: Database otel does not exist. (UNKNOWN_DATABASE)",
+        "Code: 60. DB::Exception: Table otel.otel_traces does not exist. (UNKNOWN_TABLE)",
+        "Code: 516. DB::Exception: default: Authentication failed. (AUTHENTICATION_FAILED)",
+    ] {
+        let e = classify(E::BadResponse(text.into()));
+        assert!(e.retryable && !e.throttled, "{text}");
+    }
 }
 
 #[test]

@@ -88,7 +88,14 @@ impl FileExporter {
             .and_then(|_| open.writer.write_all(b"\n"))
             .and_then(|_| open.writer.flush());
         if let Err(e) = res {
-            *slot = None;
+            // A write cut short (disk full) must not leave half a line for the retry to append
+            // to: drop what is still buffered (no flush on drop) and cut the file back.
+            if let Some(open) = slot.take() {
+                let (file, _unwritten) = open.writer.into_parts();
+                if let Err(te) = file.set_len(open.size) {
+                    tracing::error!(path = %path.display(), error = %te, "cannot cut a partly written line off; the file may hold a torn line");
+                }
+            }
             return Err(io_err("cannot write", &path, e));
         }
         open.size += line.len() as u64 + 1;

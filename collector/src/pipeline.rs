@@ -40,6 +40,7 @@ impl Pipeline {
                         if self.stages[i].next_deadline().is_some_and(|d| d <= now) {
                             let mut out = Vec::new();
                             self.stages[i].flush(Some(now), &mut out);
+                            self.count_created(i, &out);
                             self.run_from(i + 1, out).await;
                         }
                     }
@@ -49,6 +50,7 @@ impl Pipeline {
         for i in 0..self.stages.len() {
             let mut out = Vec::new();
             self.stages[i].flush(None, &mut out);
+            self.count_created(i, &out);
             self.run_from(i + 1, out).await;
         }
         tracing::debug!(pipeline = %self.name, "pipeline drained");
@@ -57,18 +59,19 @@ impl Pipeline {
     /// Passes requests through stages `first..` and then to the exporters.
     async fn run_from(&mut self, first: usize, mut batch: Out) {
         let now = Instant::now();
-        for stage in self.stages.iter_mut().skip(first) {
+        for i in first..self.stages.len() {
             if batch.is_empty() {
                 return;
             }
             let mut out = Vec::with_capacity(batch.len());
             for (data, items) in batch {
                 let signal = data.signal();
-                let removed = stage.push(data, items, now, &mut out);
+                let removed = self.stages[i].push(data, items, now, &mut out);
                 if removed > 0 {
                     self.queued.get(signal).dec_by(removed as i64);
                 }
             }
+            self.count_created(i, &out);
             batch = out;
         }
         for (data, items) in batch {
@@ -80,6 +83,24 @@ impl Pipeline {
                 last.enqueue(data, items).await;
             }
             self.queued.get(signal).dec_by(items as i64);
+        }
+    }
+}
+
+impl Pipeline {
+    /// Counts in the items stage `i` created (see [`Stage::emits`]), so the queue gauge that the
+    /// exporters' hand-off counts down stays balanced.
+    fn count_created(&self, i: usize, out: &Out) {
+        let Some(signal) = self.stages.get(i).and_then(|s| s.emits()) else {
+            return;
+        };
+        let created: u64 = out
+            .iter()
+            .filter(|(d, _)| d.signal() == signal)
+            .map(|(_, n)| n)
+            .sum();
+        if created > 0 {
+            self.queued.get(signal).inc_by(created as i64);
         }
     }
 }

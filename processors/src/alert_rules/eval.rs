@@ -26,6 +26,10 @@ pub enum Obs {
     },
 }
 
+/// Points held per series at most: a series reporting faster than `window / MAX_SAMPLES` is
+/// evaluated over its latest points only, so memory and time per point stay bounded.
+pub const MAX_SAMPLES: usize = 256;
+
 /// The observations of one series within its window (plus the one just before it, the
 /// baseline cumulative values are differenced against).
 #[derive(Debug, Default)]
@@ -36,9 +40,16 @@ pub struct Window {
 impl Window {
     /// Adds the observation at `t` (unix nanos) and forgets what fell out of `window` nanos.
     pub fn push(&mut self, t: u64, obs: Obs, window: u64) {
-        // Out-of-order points are placed in time order.
+        // Out-of-order points are placed in time order; a point at a time already held (a
+        // replayed request) replaces it.
         let at = self.samples.partition_point(|(ts, _)| *ts <= t);
-        self.samples.insert(at, (t, obs));
+        match at.checked_sub(1).and_then(|i| self.samples.get_mut(i)) {
+            Some(slot) if slot.0 == t => slot.1 = obs,
+            _ => self.samples.insert(at, (t, obs)),
+        }
+        while self.samples.len() > MAX_SAMPLES {
+            self.samples.pop_front();
+        }
         let newest = self.samples.back().map_or(t, |(ts, _)| *ts);
         let start = newest.saturating_sub(window);
         // Keep one sample at or before the window's start as the baseline.

@@ -100,14 +100,15 @@ pub fn text(kv: &KeyValue) -> Option<Cow<'_, str>> {
     })
 }
 
-/// The value of `key` among the point's attributes, then its resource's.
+/// The value of `key` among the point's attributes, then its resource's; `service` stands for
+/// `service.name` where no attribute is called `service` (the guide's rules say `service`).
 pub fn lookup<'a>(key: &str, point: &'a [KeyValue], resource: &'a [KeyValue]) -> Cow<'a, str> {
-    point
-        .iter()
-        .chain(resource)
-        .find(|kv| kv.key == key)
-        .and_then(text)
-        .unwrap_or(Cow::Borrowed(""))
+    let find = |k: &str| point.iter().chain(resource).find(|kv| kv.key == k);
+    let found = match find(key) {
+        None if key == "service" => find("service.name"),
+        f => f,
+    };
+    found.and_then(text).unwrap_or(Cow::Borrowed(""))
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ impl Pipeline {
             tokio::select! {
                 biased;
                 msg = self.rx.recv() => match msg {
-                    Some(env) => self.run_from(0, vec![(env.data, env.items)]).await,
+                    Some(env) => self.run_from(0, vec![env]).await,
                     None => break,
                 },
                 _ = sleep_until(deadline), if deadline.is_some() => {
@@ -64,9 +64,9 @@ impl Pipeline {
                 return;
             }
             let mut out = Vec::with_capacity(batch.len());
-            for (data, items) in batch {
-                let signal = data.signal();
-                let removed = self.stages[i].push(data, items, now, &mut out);
+            for env in batch {
+                let signal = env.signal();
+                let removed = self.stages[i].push(env, now, &mut out);
                 if removed > 0 {
                     self.queued.get(signal).dec_by(removed as i64);
                 }
@@ -74,13 +74,13 @@ impl Pipeline {
             self.count_created(i, &out);
             batch = out;
         }
-        for (data, items) in batch {
-            let signal = data.signal();
+        for env in batch {
+            let (signal, items) = (env.signal(), env.items);
             if let Some((last, rest)) = self.exporters.split_last() {
                 for q in rest {
-                    q.enqueue(data.clone(), items).await;
+                    q.enqueue(env.share()).await;
                 }
-                last.enqueue(data, items).await;
+                last.enqueue(env).await;
             }
             self.queued.get(signal).dec_by(items as i64);
         }
@@ -96,8 +96,8 @@ impl Pipeline {
         };
         let created: u64 = out
             .iter()
-            .filter(|(d, _)| d.signal() == signal)
-            .map(|(_, n)| n)
+            .filter(|e| e.signal() == signal)
+            .map(|e| e.items)
             .sum();
         if created > 0 {
             self.queued.get(signal).inc_by(created as i64);

@@ -210,7 +210,8 @@ impl Ingest {
         let items = data.item_count();
         // The routes as of now: a reload swaps them for later requests, this one finishes here.
         let input = self.routes.load_full();
-        match input.send(data, items, self.timeout).await {
+        let env = sluice_core::Envelope::new(data, items);
+        match input.send(env, self.timeout).await {
             Ok(()) => {
                 self.accepted.get(signal).inc_by(items);
                 Ok(partial)

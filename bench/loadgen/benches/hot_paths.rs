@@ -89,7 +89,7 @@ fn batching(c: &mut Criterion) {
                     let now = Instant::now();
                     let mut out = Vec::new();
                     for r in input {
-                        out.extend(b.push(r, 100, now));
+                        out.extend(b.push(sluice_core::Envelope::new(r, 100), now));
                     }
                     out.extend(b.flush_all());
                     out

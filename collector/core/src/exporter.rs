@@ -1,8 +1,10 @@
 //! The exporter contract and the queue + retry worker every exporter runs behind.
 
 use crate::concurrency::AdaptiveConcurrency;
+use crate::lease::Lease;
 use crate::load::LoadSignal;
 use crate::metrics::{DropReason, FloatGauge, Metrics, PerSignal};
+use crate::pipeline::Envelope;
 use crate::telemetry::Telemetry;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -103,6 +105,8 @@ struct Queued {
     data: Telemetry,
     items: u64,
     permits: u32,
+    /// Dropped (released) once the batch was delivered or counted as dropped.
+    lease: Lease,
 }
 
 /// The pipelines' handle to an exporter's queue.
@@ -122,7 +126,8 @@ pub struct ExporterQueue {
 impl ExporterQueue {
     /// Puts a batch in the queue: waits for room (`block`) or drops and counts it (`drop`).
     /// Returns false when the data did not go in.
-    pub async fn enqueue(&self, data: Telemetry, items: u64) -> bool {
+    pub async fn enqueue(&self, env: Envelope) -> bool {
+        let Envelope { data, items, lease } = env;
         let signal = data.signal();
         // A batch larger than the whole queue takes the whole queue rather than waiting forever.
         let want = u32::try_from(items)
@@ -146,6 +151,7 @@ impl ExporterQueue {
                 data,
                 items,
                 permits: want,
+                lease,
             })
             .is_err()
         {
@@ -267,6 +273,8 @@ pub fn spawn_exporter(
                         let meta = (q.data.signal(), q.items, q.permits);
                         let handle = in_flight.spawn(async move {
                             let signal = q.data.signal();
+                            // Held until this task ends: delivered, dropped, or panicked.
+                            let _lease = q.lease;
                             let mut data = q.data;
                             let decoded = if exporter.needs_decoded() {
                                 data.decode_in_place().map_err(|e| {
@@ -331,10 +339,11 @@ async fn coalesce_queue(
                         Ok(()) => {
                             acc.items += q.items;
                             acc.permits += q.permits;
+                            acc.lease.absorb(q.lease);
                         }
                         // Profiles cannot be merged: they go on as they are.
                         Err(data) => {
-                            let _ = tx.send(Queued { data, items: q.items, permits: q.permits });
+                            let _ = tx.send(Queued { data, items: q.items, permits: q.permits, lease: q.lease });
                         }
                     },
                 }
@@ -447,6 +456,7 @@ mod tests {
             data,
             items: n as u64,
             permits: n as u32,
+            lease: Lease::none(),
         }
     }
 
@@ -473,10 +483,13 @@ mod tests {
         };
         let (q, task) = spawn_exporter("p", Arc::new(Panics), &delivery, None, &metrics);
         let load = q.load_signal();
-        assert!(q.enqueue(spans(60).data, 60).await);
+        assert!(q.enqueue(Envelope::new(spans(60).data, 60)).await);
         // 60 + 80 > 100: this only fits once the panicked export has given its room back.
-        let second =
-            tokio::time::timeout(Duration::from_secs(5), q.enqueue(spans(80).data, 80)).await;
+        let second = tokio::time::timeout(
+            Duration::from_secs(5),
+            q.enqueue(Envelope::new(spans(80).data, 80)),
+        )
+        .await;
         assert_eq!(second, Ok(true), "room freed by the panicked export");
         drop(q);
         task.await.unwrap();

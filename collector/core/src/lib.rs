@@ -5,7 +5,9 @@ pub mod component;
 pub mod concurrency;
 pub mod exporter;
 pub mod grpc_codec;
+pub mod lease;
 pub mod load;
+pub mod memory;
 pub mod metrics;
 pub mod pipeline;
 pub mod stage;
@@ -15,7 +17,9 @@ pub mod wire;
 pub use exporter::{
     spawn_exporter, BoxFuture, Coalesce, Delivered, ExportError, Exporter, ExporterQueue,
 };
+pub use lease::{Held, Lease};
 pub use load::{DownstreamLoad, LoadSignal};
+pub use memory::{Charge, MemoryBudget, OverBudget};
 pub use metrics::{DropReason, Metrics, PerSignal};
 pub use pipeline::{Envelope, PipelineInput, PipelineSender, Routes, SendError};
 pub use sluice_config::Signal;

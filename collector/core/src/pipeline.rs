@@ -1,5 +1,6 @@
 //! The door from receivers into pipelines: bounded channels, all-or-nothing acceptance.
 
+use crate::lease::Lease;
 use crate::metrics::PerSignal;
 use crate::telemetry::Telemetry;
 use prometheus_client::metrics::gauge::Gauge;
@@ -14,13 +15,41 @@ pub type Routes = std::sync::Arc<arc_swap::ArcSwap<PipelineInput>>;
 /// Requests buffered per pipeline before receivers start waiting (then refusing).
 pub const PIPELINE_CHANNEL_REQUESTS: usize = 64;
 
-/// A message in a pipeline channel: the data and its item count (counted once, at the door).
+/// The unit that moves through pipelines, stages and exporter queues: the data, its item count
+/// (counted once, at the door) and the lease that must live exactly as long as the data does.
 #[derive(Debug)]
 pub struct Envelope {
     /// The request.
     pub data: Telemetry,
     /// Its items.
     pub items: u64,
+    /// Released when the last holder of the data (the last exporter) is done with it.
+    pub lease: Lease,
+}
+
+impl Envelope {
+    /// Data with nothing leased (tests, internally generated data).
+    pub fn new(data: Telemetry, items: u64) -> Self {
+        Self {
+            data,
+            items,
+            lease: Lease::none(),
+        }
+    }
+
+    /// Which signal it carries.
+    pub fn signal(&self) -> sluice_config::Signal {
+        self.data.signal()
+    }
+
+    /// A copy for another consumer (fan-out): the lease is shared, not duplicated.
+    pub fn share(&self) -> Self {
+        Self {
+            data: self.data.clone(),
+            items: self.items,
+            lease: self.lease.clone(),
+        }
+    }
 }
 
 /// The sending side of one pipeline, as a receiver sees it.
@@ -72,13 +101,8 @@ impl PipelineInput {
 
     /// Hands `data` to every pipeline that carries its signal, or to none: room is reserved in all
     /// of them (waiting at most `timeout`) before anything is sent, so a refusal never duplicates.
-    pub async fn send(
-        &self,
-        data: Telemetry,
-        items: u64,
-        timeout: Duration,
-    ) -> Result<(), SendError> {
-        let signal = data.signal();
+    pub async fn send(&self, env: Envelope, timeout: Duration) -> Result<(), SendError> {
+        let signal = env.signal();
         let routes = &self.routes[signal.index()];
         if routes.is_empty() {
             return Err(SendError::NoPipeline(signal));
@@ -102,12 +126,16 @@ impl PipelineInput {
             permits.push((permit, &r.queued));
         }
         let last = permits.len() - 1;
-        let mut data = Some(data);
+        let mut env = Some(env);
         for (i, (permit, queued)) in permits.into_iter().enumerate() {
-            queued.get(signal).inc_by(items as i64);
-            let d = if i == last { data.take() } else { data.clone() };
-            if let Some(d) = d {
-                permit.send(Envelope { data: d, items });
+            let e = if i == last {
+                env.take()
+            } else {
+                env.as_ref().map(Envelope::share)
+            };
+            if let Some(e) = e {
+                queued.get(signal).inc_by(e.items as i64);
+                permit.send(e);
             }
         }
         Ok(())

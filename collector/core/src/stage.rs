@@ -2,20 +2,21 @@
 //! (a batch holds them until a size or a deadline); the pipeline task knows nothing else about it.
 
 use crate::metrics::{DropReason, Metrics, PerSignal};
+use crate::pipeline::Envelope;
 use crate::telemetry::Telemetry;
 use crate::Processor;
 use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
 use tokio::time::Instant;
 
-/// Requests a stage passes on, with their item counts.
-pub type Out = Vec<(Telemetry, u64)>;
+/// Requests a stage passes on, with their item counts and leases.
+pub type Out = Vec<Envelope>;
 
 /// One step of a pipeline.
 pub trait Stage: Send {
-    /// Takes one request of `items` items; pushes what goes on into `out` and returns how many
-    /// items it removed for good (already counted by the stage, by reason).
-    fn push(&mut self, data: Telemetry, items: u64, now: Instant, out: &mut Out) -> u64;
+    /// Takes one request; pushes what goes on into `out` (keeping its lease with it) and returns
+    /// how many items it removed for good (already counted by the stage, by reason).
+    fn push(&mut self, env: Envelope, now: Instant, out: &mut Out) -> u64;
 
     /// When the stage next wants [`Stage::flush`] called with a time, if ever.
     fn next_deadline(&self) -> Option<Instant> {
@@ -52,7 +53,8 @@ impl EachRequest {
 }
 
 impl Stage for EachRequest {
-    fn push(&mut self, data: Telemetry, items: u64, _now: Instant, out: &mut Out) -> u64 {
+    fn push(&mut self, env: Envelope, _now: Instant, out: &mut Out) -> u64 {
+        let Envelope { data, items, lease } = env;
         let signal = data.signal();
         let result = self.processor.process(data);
         let left = result.as_ref().map_or(0, Telemetry::item_count);
@@ -64,7 +66,11 @@ impl Stage for EachRequest {
         }
         if let Some(d) = result {
             if left > 0 {
-                out.push((d, left));
+                out.push(Envelope {
+                    data: d,
+                    items: left,
+                    lease,
+                });
             }
         }
         removed

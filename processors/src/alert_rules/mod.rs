@@ -27,7 +27,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use sluice_config::Signal;
 use sluice_core::component::{Problems, ProcessorContext, ProcessorInstance, ProcessorKind};
 use sluice_core::stage::Out;
-use sluice_core::{Stage, Telemetry};
+use sluice_core::{Envelope, Stage, Telemetry};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -565,7 +565,8 @@ fn emit(alerts: Vec<ResourceLogs>, out: &mut Out) {
         return;
     }
     let n = alerts.len() as u64;
-    out.push((
+    // Generated here: nothing was charged for it, so it carries an empty lease.
+    out.push(Envelope::new(
         Telemetry::Logs(ExportLogsServiceRequest {
             resource_logs: alerts,
         }),
@@ -574,15 +575,15 @@ fn emit(alerts: Vec<ResourceLogs>, out: &mut Out) {
 }
 
 impl Stage for AlertStage {
-    fn push(&mut self, data: Telemetry, items: u64, now: Instant, out: &mut Out) -> u64 {
-        let alerts = match data.decoded() {
+    fn push(&mut self, env: Envelope, now: Instant, out: &mut Out) -> u64 {
+        let alerts = match env.data.decoded() {
             Ok(d) => self.observe(&d, now),
             Err(e) => {
                 tracing::error!(error = %e, "alert_rules: cannot decode request; not evaluated");
                 Vec::new()
             }
         };
-        out.push((data, items));
+        out.push(env);
         emit(alerts, out);
         0
     }

@@ -179,7 +179,7 @@ fn a_firing_series_that_stops_resolves_on_the_tick() {
     assert!(out.is_empty());
     st.flush(Some(now + Duration::from_secs(3)), &mut out);
     assert_eq!(out.len(), 1);
-    let Telemetry::Logs(req) = &out[0].0 else { panic!() };
+    let Telemetry::Logs(req) = &out[0].data else { panic!() };
     assert_eq!(states(&req.resource_logs), ["resolved"]);
     assert_eq!(st.series_count(), 0);
 }
@@ -192,18 +192,22 @@ fn metrics_pass_through_untouched_and_alerts_follow() {
     for t in 0..8 {
         let d = hist("payment-api", "prod", t, 0, 10);
         let mut out = Vec::new();
-        let removed = st.push(d.clone(), 1, now, &mut out);
+        let removed = st.push(Envelope::new(d.clone(), 1), now, &mut out);
         assert_eq!(removed, 0);
-        assert_eq!(out.remove(0), (d, 1));
+        let passed = out.remove(0);
+        assert_eq!((passed.data, passed.items), (d, 1));
         alerts.extend(out);
     }
     let out = alerts;
     // What is left are the alert records: pending and firing.
-    let logs: u64 = out.iter().map(|(d, n)| {
-        assert_eq!(d.signal(), Signal::Logs);
-        assert_eq!(d.item_count(), *n);
-        n
-    }).sum();
+    let logs: u64 = out
+        .iter()
+        .map(|e| {
+            assert_eq!(e.signal(), Signal::Logs);
+            assert_eq!(e.data.item_count(), e.items);
+            e.items
+        })
+        .sum();
     assert_eq!(logs, 2);
     assert_eq!(st.emits(), Some(Signal::Logs));
 }

@@ -9,7 +9,7 @@ pub use config::BatchConfig;
 use sluice_config::Signal;
 use sluice_core::component::{Problems, ProcessorContext, ProcessorInstance, ProcessorKind};
 use sluice_core::stage::{Out, Stage};
-use sluice_core::Telemetry;
+use sluice_core::{Envelope, Lease, Telemetry};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -17,8 +17,19 @@ use tokio::time::Instant;
 struct Buffer {
     data: Telemetry,
     items: u64,
+    lease: Lease,
     bytes: usize,
     deadline: Instant,
+}
+
+impl Buffer {
+    fn into_envelope(self) -> Envelope {
+        Envelope {
+            data: self.data,
+            items: self.items,
+            lease: self.lease,
+        }
+    }
 }
 
 /// Per-signal buffers of one pipeline.
@@ -43,11 +54,12 @@ impl Batcher {
     /// Adds a request; returns the batches that became full. A request that would take the batch
     /// past `max_bytes` flushes the batch first; one that is larger on its own goes out alone.
     /// Profiles pass straight through, since their samples index into a per-request dictionary.
-    pub fn push(&mut self, data: Telemetry, items: u64, now: Instant) -> Vec<(Telemetry, u64)> {
-        let signal = data.signal();
+    pub fn push(&mut self, env: Envelope, now: Instant) -> Vec<Envelope> {
+        let signal = env.signal();
         if signal == Signal::Profiles {
-            return vec![(data, items)];
+            return vec![env];
         }
+        let Envelope { data, items, lease } = env;
         let bytes = data.encoded_len();
         let slot = &mut self.buffers[signal.index()];
         let mut out = Vec::new();
@@ -55,13 +67,14 @@ impl Batcher {
             .as_ref()
             .is_some_and(|buf| buf.bytes + bytes > self.max_bytes)
         {
-            out.extend(slot.take().map(|b| (b.data, b.items)));
+            out.extend(slot.take().map(Buffer::into_envelope));
         }
         match slot {
             None => {
                 *slot = Some(Buffer {
                     data,
                     items,
+                    lease,
                     bytes,
                     deadline: now + self.timeout,
                 });
@@ -69,10 +82,15 @@ impl Batcher {
             Some(buf) => {
                 if let Err(other) = buf.data.try_merge(data) {
                     // Cannot happen for traces, metrics and logs; pass it through rather than lose it.
-                    out.push((other, items));
+                    out.push(Envelope {
+                        data: other,
+                        items,
+                        lease,
+                    });
                     return out;
                 }
                 buf.items += items;
+                buf.lease.absorb(lease);
                 buf.bytes += bytes;
             }
         }
@@ -80,7 +98,7 @@ impl Batcher {
             .as_ref()
             .is_some_and(|buf| buf.items >= self.max_items || buf.bytes >= self.max_bytes)
         {
-            out.extend(slot.take().map(|b| (b.data, b.items)));
+            out.extend(slot.take().map(Buffer::into_envelope));
         }
         out
     }
@@ -91,12 +109,12 @@ impl Batcher {
     }
 
     /// Takes the buffers whose timeout passed.
-    pub fn flush_due(&mut self, now: Instant) -> Vec<(Telemetry, u64)> {
+    pub fn flush_due(&mut self, now: Instant) -> Vec<Envelope> {
         let mut out = Vec::new();
         for slot in &mut self.buffers {
             if slot.as_ref().is_some_and(|b| b.deadline <= now) {
                 if let Some(b) = slot.take() {
-                    out.push((b.data, b.items));
+                    out.push(b.into_envelope());
                 }
             }
         }
@@ -104,11 +122,11 @@ impl Batcher {
     }
 
     /// Takes every buffer (shutdown).
-    pub fn flush_all(&mut self) -> Vec<(Telemetry, u64)> {
+    pub fn flush_all(&mut self) -> Vec<Envelope> {
         self.buffers
             .iter_mut()
             .filter_map(Option::take)
-            .map(|b| (b.data, b.items))
+            .map(Buffer::into_envelope)
             .collect()
     }
 
@@ -119,8 +137,8 @@ impl Batcher {
 }
 
 impl Stage for Batcher {
-    fn push(&mut self, data: Telemetry, items: u64, now: Instant, out: &mut Out) -> u64 {
-        out.extend(Batcher::push(self, data, items, now));
+    fn push(&mut self, env: Envelope, now: Instant, out: &mut Out) -> u64 {
+        out.extend(Batcher::push(self, env, now));
         0
     }
 

@@ -66,11 +66,11 @@ fn batches_stay_under_max_bytes_for_decoded_and_encoded_requests() {
         } else {
             Telemetry::Traces(r)
         };
-        out.extend(b.push(data, 3, now));
+        out.extend(b.push(Envelope::new(data, 3), now));
     }
     out.extend(b.flush_all());
     assert!(out.len() >= 4, "{} batches", out.len());
-    for (data, items) in &out {
+    for Envelope { data, items, .. } in &out {
         assert!(
             data.encoded_len() as u64 <= limit,
             "{} bytes",
@@ -78,24 +78,24 @@ fn batches_stay_under_max_bytes_for_decoded_and_encoded_requests() {
         );
         assert_eq!(data.item_count(), *items);
     }
-    assert_eq!(out.iter().map(|o| o.1).sum::<u64>(), pushed);
+    assert_eq!(out.iter().map(|o| o.items).sum::<u64>(), pushed);
     // A request larger than the limit on its own goes out alone, whole.
     let big = Telemetry::Traces(request(vec![sized_span(20_000)]));
-    let out = b.push(big, 1, now);
+    let out = b.push(Envelope::new(big, 1), now);
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].1, 1);
+    assert_eq!(out[0].items, 1);
 }
 
 #[test]
 fn flushes_at_max_items_keeping_every_item() {
     let mut b = batcher(10);
     let now = Instant::now();
-    assert!(b.push(spans(4), 4, now).is_empty());
-    assert!(b.push(spans(4), 4, now).is_empty());
-    let out = b.push(spans(4), 4, now);
+    assert!(b.push(Envelope::new(spans(4), 4), now).is_empty());
+    assert!(b.push(Envelope::new(spans(4), 4), now).is_empty());
+    let out = b.push(Envelope::new(spans(4), 4), now);
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].1, 12);
-    assert_eq!(out[0].0.item_count(), 12);
+    assert_eq!(out[0].items, 12);
+    assert_eq!(out[0].data.item_count(), 12);
     assert_eq!(b.buffered(), 0);
 }
 
@@ -103,11 +103,11 @@ fn flushes_at_max_items_keeping_every_item() {
 fn flushes_on_timeout_and_on_shutdown() {
     let mut b = batcher(100);
     let now = Instant::now();
-    b.push(spans(3), 3, now);
+    b.push(Envelope::new(spans(3), 3), now);
     assert_eq!(b.next_deadline(), Some(now + Duration::from_millis(100)));
     assert!(b.flush_due(now + Duration::from_millis(50)).is_empty());
-    assert_eq!(b.flush_due(now + Duration::from_millis(100))[0].1, 3);
-    b.push(spans(2), 2, now);
-    assert_eq!(b.flush_all()[0].0.item_count(), 2);
+    assert_eq!(b.flush_due(now + Duration::from_millis(100))[0].items, 3);
+    b.push(Envelope::new(spans(2), 2), now);
+    assert_eq!(b.flush_all()[0].data.item_count(), 2);
     assert!(b.next_deadline().is_none());
 }

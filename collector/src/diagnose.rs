@@ -172,7 +172,9 @@ fn query(args: &LeakArgs, from: i64) -> Result<Vec<Point>> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()?;
-        let mut req = client.post(args.clickhouse.trim_end_matches('/').to_owned() + "/").body(sql);
+        let mut req = client
+            .post(args.clickhouse.trim_end_matches('/').to_owned() + "/")
+            .body(sql);
         if let Some(u) = &args.user {
             req = req.header("X-ClickHouse-User", u);
         }
@@ -305,9 +307,7 @@ fn table(r: &Report) -> String {
         r.service, r.window_profiles, r.baseline_profiles
     );
     if r.window_profiles < MIN_PROFILES {
-        out += &format!(
-            "not enough profiles in the window to see a trend (need {MIN_PROFILES})\n"
-        );
+        out += &format!("not enough profiles in the window to see a trend (need {MIN_PROFILES})\n");
         return out;
     }
     if r.leaks.is_empty() {
@@ -357,8 +357,24 @@ mod tests {
 
     #[test]
     fn the_growing_stack_is_found_and_flat_ones_are_not() {
-        let mut window = pts("grow", &[(0, 1e6), (10 * MIN, 2e6), (20 * MIN, 3e6), (30 * MIN, 4.1e6)]);
-        window.extend(pts("flat", &[(0, 5e6), (10 * MIN, 5e6), (20 * MIN, 5.1e6), (30 * MIN, 5e6)]));
+        let mut window = pts(
+            "grow",
+            &[
+                (0, 1e6),
+                (10 * MIN, 2e6),
+                (20 * MIN, 3e6),
+                (30 * MIN, 4.1e6),
+            ],
+        );
+        window.extend(pts(
+            "flat",
+            &[
+                (0, 5e6),
+                (10 * MIN, 5e6),
+                (20 * MIN, 5.1e6),
+                (30 * MIN, 5e6),
+            ],
+        ));
         let baseline = pts("grow", &[(-600 * MIN, 1e6)]);
         let r = analyze(&window, &baseline);
         assert_eq!(r.window_profiles, 4);
@@ -366,7 +382,11 @@ mod tests {
         let l = &r.leaks[0];
         assert_eq!(l.stack_hash, "grow");
         // ~1 MB per 10 minutes.
-        assert!((l.slope_bytes_per_hour - 6.12e6).abs() < 0.2e6, "{}", l.slope_bytes_per_hour);
+        assert!(
+            (l.slope_bytes_per_hour - 6.12e6).abs() < 0.2e6,
+            "{}",
+            l.slope_bytes_per_hour
+        );
         assert_eq!(l.growth_ratio, Some(4.1));
         assert!(table(&r).contains("grow_leaf < main"));
     }

@@ -8,8 +8,8 @@
 mod common;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use sluice_processors::alert_rules::{AlertRulesConfig, AlertStage, Rules};
 use sluice_core::Telemetry;
+use sluice_processors::alert_rules::{AlertRulesConfig, AlertStage, Rules};
 use std::hint::black_box;
 use std::sync::Arc;
 use tokio::time::Instant;

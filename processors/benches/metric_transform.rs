@@ -29,11 +29,19 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1000));
     let matching = Telemetry::Metrics(common::request("http_request_duration_seconds", 1000, 0));
     g.bench_function("transform_1000_points", |b| {
-        b.iter_batched(|| matching.clone(), |d| black_box(t.process(d)), BatchSize::SmallInput)
+        b.iter_batched(
+            || matching.clone(),
+            |d| black_box(t.process(d)),
+            BatchSize::SmallInput,
+        )
     });
     let other = Telemetry::Metrics(common::request("db_query_duration_seconds", 1000, 0));
     g.bench_function("no_match_1000_points", |b| {
-        b.iter_batched(|| other.clone(), |d| black_box(t.process(d)), BatchSize::SmallInput)
+        b.iter_batched(
+            || other.clone(),
+            |d| black_box(t.process(d)),
+            BatchSize::SmallInput,
+        )
     });
     // The clone alone, to subtract from the two above.
     g.bench_function("clone_only_1000_points", |b| {

@@ -39,6 +39,7 @@ def config(sl, port, ch_url):
     return f"""
 [service]
 admin = "127.0.0.1:{sl.admin}"
+shutdown_timeout = "10s"
 
 [receivers.pprof]
 type = "pprof"
@@ -71,7 +72,7 @@ def diagnose(ch, service, *extra):
     return r.stdout
 
 
-def test_the_growing_call_site_is_the_top_row_and_flat_series_report_nothing(sluice, clickhouse):
+def test_the_growing_call_site_is_the_top_row_and_flat_series_report_nothing(clickhouse, sluice):
     port = free_port()
     sluice.start(config(sluice, port, clickhouse.url))
     now = time.time_ns()

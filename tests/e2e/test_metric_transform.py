@@ -33,6 +33,7 @@ def config(sl, mapping, ch_url, inline_regex="queue_(wait)"):
     return f"""
 [service]
 admin = "127.0.0.1:{sl.admin}"
+shutdown_timeout = "10s"
 
 [receivers.otlp]
 type = "otlp"
@@ -74,7 +75,8 @@ def clickhouse(tmp_path):
     ch.stop()
 
 
-def test_old_names_arrive_migrated_in_clickhouse_and_files(sluice, clickhouse, tmp_path):
+def test_old_names_arrive_migrated_in_clickhouse_and_files(clickhouse, sluice, tmp_path):
+    # (clickhouse first: it is torn down after sluice, which flushes into it on stop)
     mapping = tmp_path / "migrations" / "v1.2-to-v2.0.toml"
     mapping.parent.mkdir()
     mapping.write_text(MAPPING)
@@ -100,8 +102,8 @@ def test_old_names_arrive_migrated_in_clickhouse_and_files(sluice, clickhouse, t
     wait_for(lambda: len(file_metrics()) == 4, what="four metrics in the file")
     ms = file_metrics()
     assert set(ms) == {"http_requests_total", "app_db_duration", "queue_wait_ms", "untouched_total"}, set(ms)
-    points = sorted((attrs(p), int(p["asInt"])) for p in data_points(ms["http_requests_total"]))
-    assert points == [({"service": "cart", "code": "200"}, 3), ({"service": "pay", "code": "500"}, 4)], points
+    points = sorted((int(p["asInt"]), attrs(p)) for p in data_points(ms["http_requests_total"]))
+    assert points == [(3, {"service": "cart", "code": "200"}), (4, {"service": "pay", "code": "500"})], points
     hist = ms["app_db_duration"]
     assert hist["unit"] == "ms"
     hp = data_points(hist)[0]

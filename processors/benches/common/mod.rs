@@ -21,7 +21,9 @@ pub fn kv(k: &str, v: &str) -> KeyValue {
 
 /// `points` data points per request, split over 5 services; `t` seconds after a fixed start.
 pub fn request(name: &str, points: usize, t: u64) -> ExportMetricsServiceRequest {
-    let bounds = vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+    let bounds = vec![
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ];
     let per_service = points / 5;
     ExportMetricsServiceRequest {
         resource_metrics: (0..5)
@@ -46,7 +48,9 @@ pub fn request(name: &str, points: usize, t: u64) -> ExportMetricsServiceRequest
                                     ],
                                     time_unix_nano: 1_700_000_000_000_000_000 + t * 1_000_000_000,
                                     count: 66,
-                                    bucket_counts: (0..12).map(|b| (b * 7 + i as u64) % 11).collect(),
+                                    bucket_counts: (0..12)
+                                        .map(|b| (b * 7 + i as u64) % 11)
+                                        .collect(),
                                     explicit_bounds: bounds.clone(),
                                     sum: Some(12.5),
                                     ..Default::default()

@@ -94,9 +94,13 @@ fn compile(r: &TransformRule, at: &str, problems: &mut Vec<(String, String)>) ->
     if problems.len() > before {
         return None;
     }
+    let numbered = matches!(matcher, Some(NameMatch::Regex(_)));
     Some(Rule {
         matcher: matcher?,
-        rename: r.rename.clone(),
+        rename: r
+            .rename
+            .as_deref()
+            .map(|t| if numbered { brace_numbers(t) } else { t.to_owned() }),
         rename_attributes: r
             .rename_attributes
             .iter()
@@ -106,6 +110,35 @@ fn compile(r: &TransformRule, at: &str, problems: &mut Vec<(String, String)>) ->
         unit: r.unit.clone(),
         from_unit: r.from_unit.clone(),
     })
+}
+
+/// `$1_ms` → `${1}_ms`: a numbered capture ends at its last digit, as users read it (the regex
+/// crate would take `1_ms` as a group name); `$$`, `${…}` and `$name` are left as they are.
+fn brace_numbers(template: &str) -> String {
+    let mut out = String::with_capacity(template.len() + 4);
+    let mut chars = template.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c != '$' {
+            continue;
+        }
+        match chars.peek() {
+            Some('$') => {
+                out.push('$');
+                chars.next();
+            }
+            Some(d) if d.is_ascii_digit() => {
+                out.push('{');
+                while let Some(d) = chars.peek().copied().filter(char::is_ascii_digit) {
+                    out.push(d);
+                    chars.next();
+                }
+                out.push('}');
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 fn one_line(s: &str) -> String {

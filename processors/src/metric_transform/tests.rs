@@ -57,6 +57,7 @@ rename = "app_${1}_duration_seconds"
     assert_eq!(a.name, "http_requests_total");
     assert_eq!(b.name, "app_db_duration_seconds");
     assert_eq!(c.name, "xlegacy_db_seconds");
+    assert_eq!(brace_numbers("q_$1_ms$$x${2}$name"), "q_${1}_ms$$x${2}$name");
 }
 
 #[test]

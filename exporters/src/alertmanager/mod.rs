@@ -121,9 +121,11 @@ pub fn alert_of(r: &LogRecord) -> Option<(Alert, bool)> {
             annotations.entry(k.to_owned()).or_insert(v);
         }
     }
-    let record_time = (r.time_unix_nano > 0)
-        .then(|| UNIX_EPOCH + Duration::from_nanos(r.time_unix_nano))
-        .unwrap_or_else(SystemTime::now);
+    let record_time = if r.time_unix_nano > 0 {
+        UNIX_EPOCH + Duration::from_nanos(r.time_unix_nano)
+    } else {
+        SystemTime::now()
+    };
     let starts_at = time_of(get("starts_at")).unwrap_or(record_time);
     let ends_at = (!firing).then(|| time_of(get("ends_at")).unwrap_or(record_time));
     Some((

@@ -43,10 +43,6 @@ fn bench(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
-    // The clone alone, to subtract from the two above.
-    g.bench_function("clone_only_1000_points", |b| {
-        b.iter_batched(|| matching.clone(), black_box, BatchSize::SmallInput)
-    });
     g.finish();
 }
 

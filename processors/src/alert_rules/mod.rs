@@ -261,14 +261,12 @@ impl AlertStage {
             Some(to) if *to != m.unit => units::factor(&m.unit, to),
             _ => Some(1.0),
         };
-        for (attrs, t, obs) in points(m, q) {
-            if !rule
-                .matchers
+        let selected = |attrs: &[KeyValue]| {
+            rule.matchers
                 .iter()
                 .all(|mt| mt.matches(&lookup(&mt.key, attrs, res_attrs)))
-            {
-                continue;
-            }
+        };
+        for (attrs, t, obs) in points(m, q, selected) {
             let t = if t == 0 { wall_nanos() } else { t };
             let labels = series_labels(attrs, res_attrs, &rule.resource_keys);
             let key = (i, labels);
@@ -387,8 +385,13 @@ fn series_labels(
     labels
 }
 
-/// Each data point of `m` as (attributes, time, observation); `q` picks a summary's quantile.
-fn points(m: &Metric, q: f64) -> Vec<(&[KeyValue], u64, Obs)> {
+/// Each data point of `m` that `selected` keeps, as (attributes, time, observation) (buckets are
+/// copied only for those); `q` picks a summary's quantile.
+fn points(
+    m: &Metric,
+    q: f64,
+    selected: impl Fn(&[KeyValue]) -> bool,
+) -> Vec<(&[KeyValue], u64, Obs)> {
     let cumulative = |t: i32| t != AggregationTemporality::Delta as i32;
     let number = |v: &Option<number_data_point::Value>| match v {
         Some(number_data_point::Value::AsDouble(d)) => *d,
@@ -399,11 +402,13 @@ fn points(m: &Metric, q: f64) -> Vec<(&[KeyValue], u64, Obs)> {
         Some(Data::Gauge(g)) => g
             .data_points
             .iter()
+            .filter(|p| selected(&p.attributes))
             .map(|p| (&p.attributes[..], p.time_unix_nano, Obs::Value(number(&p.value))))
             .collect(),
         Some(Data::Sum(s)) => s
             .data_points
             .iter()
+            .filter(|p| selected(&p.attributes))
             .map(|p| {
                 (
                     &p.attributes[..],
@@ -418,6 +423,7 @@ fn points(m: &Metric, q: f64) -> Vec<(&[KeyValue], u64, Obs)> {
         Some(Data::Histogram(h)) => h
             .data_points
             .iter()
+            .filter(|p| selected(&p.attributes))
             .map(|p| {
                 (
                     &p.attributes[..],
@@ -433,6 +439,7 @@ fn points(m: &Metric, q: f64) -> Vec<(&[KeyValue], u64, Obs)> {
         Some(Data::ExponentialHistogram(h)) => h
             .data_points
             .iter()
+            .filter(|p| selected(&p.attributes))
             .map(|p| {
                 let (offset, counts) = p
                     .positive
@@ -453,6 +460,7 @@ fn points(m: &Metric, q: f64) -> Vec<(&[KeyValue], u64, Obs)> {
         Some(Data::Summary(s)) => s
             .data_points
             .iter()
+            .filter(|p| selected(&p.attributes))
             .filter_map(|p| {
                 let v = p
                     .quantile_values

@@ -43,8 +43,8 @@ cargo build --workspace --all-targets --locked --profile ci
 export SLUICE_BIN="$PWD/target/ci/sluice"
 export SLUICE_LOADGEN="$PWD/target/ci/sluice-loadgen"
 
-step "cargo test (unit, Rust end-to-end against $SLUICE_BIN, criterion benches once each)"
-cargo test --workspace --all-targets --locked --profile ci
+step "cargo test (unit, Rust end-to-end against $SLUICE_BIN, criterion benches once each; fuzz targets 30 s each)"
+SLUICE_FUZZ_SECONDS="${SLUICE_FUZZ_SECONDS:-30}" cargo test --workspace --all-targets --locked --profile ci
 
 step "waiting for the Python environment and the browser tools"
 if ! wait "$test_setup"; then

@@ -17,8 +17,8 @@ use sluice_core::component::{
 };
 use sluice_core::pipeline::PIPELINE_CHANNEL_REQUESTS;
 use sluice_core::{
-    spawn_exporter, DownstreamLoad, DropReason, Exporter, ExporterQueue, LoadSignal, Metrics,
-    PerSignal, PipelineInput, PipelineSender, Routes,
+    spawn_exporter, DownstreamLoad, DropReason, Exporter, ExporterQueue, LoadSignal, MemoryBudget,
+    Metrics, PerSignal, PipelineInput, PipelineSender, Routes,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -85,6 +85,8 @@ pub struct Changes {
 /// The running graph.
 pub struct Topology {
     metrics: Metrics,
+    /// The memory budget every receiver charges; one for the process, its levels set by each apply.
+    budget: Arc<MemoryBudget>,
     current: Option<Resolved>,
     listeners: Listeners,
     exporters: BTreeMap<String, RunningExporter>,
@@ -171,7 +173,10 @@ type NewReceiver = (Box<dyn Receiver>, Routes);
 impl Topology {
     /// An empty topology; [`Topology::apply`] builds the first graph.
     pub fn new(metrics: Metrics, failures: mpsc::UnboundedSender<ReceiverFailure>) -> Self {
+        let budget = MemoryBudget::new(usize::MAX, usize::MAX, &metrics);
+        budget.watch_resident(std::time::Duration::from_millis(50));
         Self {
+            budget,
             metrics,
             current: None,
             listeners: Listeners::default(),
@@ -194,6 +199,10 @@ impl Topology {
                 .and_then(|o| o.config.section(section).get(name))
                 .is_some_and(|t| t == table)
         };
+        let (soft, hard, resident) =
+            sluice_core::memory::levels(next.config.service.memory_limit.map(|b| b.as_usize()));
+        self.budget.set_levels(soft, hard);
+        self.budget.set_resident_limit(resident);
         let result = self.build_and_swap(&next, &same, &mut changes);
         match result {
             Ok(()) => {
@@ -283,7 +292,13 @@ impl Topology {
                 continue;
             }
             let routes: Routes = Arc::new(ArcSwap::from_pointee(PipelineInput::default()));
-            let mut ctx = ReceiverContext::new(name, routes.clone(), &self.metrics, &mut listeners);
+            let mut ctx = ReceiverContext::new(
+                name,
+                routes.clone(),
+                &self.metrics,
+                self.budget.clone(),
+                &mut listeners,
+            );
             let built = dec
                 .spec
                 .build(&mut ctx)

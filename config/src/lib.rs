@@ -180,6 +180,11 @@ pub struct ServiceConfig {
     /// `[service.telemetry]`: own metrics, logs and spans over OTLP; absent = off.
     #[serde(default)]
     pub telemetry: Option<TelemetryConfig>,
+    /// The process's memory target: data in flight is charged in bytes up to 75% of it (hard
+    /// level), and new data is refused, retryably, above 60% (soft level). Absent = 80% of the
+    /// cgroup's memory limit, or half the machine's memory when there is no cgroup limit.
+    #[serde(default)]
+    pub memory_limit: Option<ByteSize>,
 }
 
 impl Default for ServiceConfig {
@@ -189,6 +194,7 @@ impl Default for ServiceConfig {
             log_level: default_log_level(),
             shutdown_timeout: default_shutdown_timeout(),
             telemetry: None,
+            memory_limit: None,
         }
     }
 }

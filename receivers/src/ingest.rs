@@ -2,10 +2,13 @@
 
 use prometheus_client::metrics::counter::Counter;
 use sluice_config::{ByteSize, HumanDuration};
-use sluice_core::{Metrics, PerSignal, Routes, SendError, Signal, Telemetry};
+use sluice_core::{
+    Charge, Envelope, Lease, MemoryBudget, Metrics, PerSignal, Routes, SendError, Signal, Telemetry,
+};
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How many distinct unknown paths a receiver logs one by one; a client scanning random paths
 /// cannot grow the set past this (later ones are still counted, and logged once as a group).
@@ -107,6 +110,12 @@ pub enum IngestError {
     /// Pipelines are full or shutting down: the client should retry.
     #[error("{0}")]
     Unavailable(String),
+    /// The memory budget has no room for this request now: the client should retry.
+    #[error("{0}")]
+    OverBudget(String),
+    /// A bug: handling the request panicked. The request is refused, the receiver keeps serving.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl IngestError {
@@ -118,7 +127,79 @@ impl IngestError {
             Self::Unsupported(_) => "unsupported",
             Self::NoPipeline(_) => "no_pipeline",
             Self::Unavailable(_) => "unavailable",
+            Self::OverBudget(_) => "memory_limit",
+            Self::Internal(_) => "internal",
         }
+    }
+
+    /// Whether the client should send the same request again later (OTLP's retryable statuses).
+    pub fn retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::OverBudget(_))
+    }
+
+    /// The HTTP status of this refusal (OTLP/HTTP and the pprof endpoints); retryable ones are
+    /// 503 and go with a `Retry-After` header.
+    pub fn http_status(&self) -> http::StatusCode {
+        use http::StatusCode;
+        match self {
+            Self::Malformed(_) => StatusCode::BAD_REQUEST,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::NoPipeline(_) => StatusCode::NOT_FOUND,
+            Self::Unavailable(_) | Self::OverBudget(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The gRPC status code of this refusal: `UNAVAILABLE` is the one OTLP clients retry.
+    pub fn grpc_code(&self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            Self::Malformed(_) | Self::Unsupported(_) => Code::InvalidArgument,
+            Self::TooLarge(_) => Code::ResourceExhausted,
+            Self::NoPipeline(_) => Code::Unimplemented,
+            Self::Unavailable(_) | Self::OverBudget(_) => Code::Unavailable,
+            Self::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+/// Logs at most one line per `every` for a recurring condition, saying how many were not logged.
+#[derive(Debug)]
+pub struct LogEvery {
+    every: Duration,
+    start: Instant,
+    /// Milliseconds since `start` of the last line, plus one (0 = never logged).
+    last: AtomicU64,
+    skipped: AtomicU64,
+}
+
+impl LogEvery {
+    /// A limiter that lets one line through per `every`.
+    pub fn new(every: Duration) -> Self {
+        Self {
+            every,
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(lines skipped since the last one)` when a line may be logged now.
+    pub fn check(&self) -> Option<u64> {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX) + 1;
+        let last = self.last.load(Ordering::Relaxed);
+        let every = u64::try_from(self.every.as_millis()).unwrap_or(u64::MAX);
+        if last != 0 && now.saturating_sub(last) < every
+            || self
+                .last
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.skipped.swap(0, Ordering::Relaxed))
     }
 }
 
@@ -139,20 +220,100 @@ pub struct Ingest {
     routes: Routes,
     timeout: Duration,
     metrics: Metrics,
+    budget: Arc<MemoryBudget>,
     accepted: PerSignal<Counter>,
     unknown_paths: Arc<Mutex<HashSet<String>>>,
+    over_budget_log: Arc<LogEvery>,
+    panic_log: Arc<LogEvery>,
 }
 
 impl Ingest {
     /// Builds the door for receiver `name`.
-    pub fn new(name: &str, routes: Routes, timeout: Duration, metrics: &Metrics) -> Self {
+    pub fn new(
+        name: &str,
+        routes: Routes,
+        timeout: Duration,
+        metrics: &Metrics,
+        budget: Arc<MemoryBudget>,
+    ) -> Self {
         Self {
             name: name.to_owned(),
             routes,
             timeout,
             metrics: metrics.clone(),
+            budget,
             accepted: PerSignal::new(|s| metrics.receiver_accepted(name, s)),
             unknown_paths: Arc::default(),
+            over_budget_log: Arc::new(LogEvery::new(Duration::from_secs(10))),
+            panic_log: Arc::new(LogEvery::new(Duration::from_secs(10))),
+        }
+    }
+
+    /// Charges a request body just read against the memory budget; above the soft level the
+    /// request is refused, retryably (the caller counts it, `{reason="memory_limit"}`).
+    pub fn admit(&self, signal: Signal, bytes: usize) -> Result<Charge, IngestError> {
+        self.budget
+            .admit(bytes)
+            .map_err(|e| self.over_budget(signal, e))
+    }
+
+    /// Sets `charge` to `bytes` for a larger (decompressed, decoded) form of the same request.
+    /// A form that alone would pass the hard level is refused for good ([`IngestError::TooLarge`]);
+    /// one that does not fit now is refused retryably.
+    pub fn resize(
+        &self,
+        signal: Signal,
+        charge: &mut Charge,
+        bytes: usize,
+        what: &str,
+    ) -> Result<(), IngestError> {
+        if bytes > self.budget.hard() {
+            return Err(IngestError::TooLarge(format!(
+                "the {what} would take {bytes} bytes of memory, more than this collector may hold ({} bytes: 75% of [service] memory_limit); send smaller requests",
+                self.budget.hard()
+            )));
+        }
+        charge
+            .resize(bytes)
+            .map_err(|e| self.over_budget(signal, e))
+    }
+
+    fn over_budget(&self, signal: Signal, e: sluice_core::OverBudget) -> IngestError {
+        let err = IngestError::OverBudget(e.to_string());
+        if let Some(skipped) = self.over_budget_log.check() {
+            tracing::warn!(receiver = %self.name, %signal, used = e.used, limit = e.limit, level = e.level, also_refused = skipped, "memory budget exhausted; refusing new data with a retryable status until exporters catch up (counted in sluice_receiver_refused_requests_total{{reason=\"memory_limit\"}})");
+        }
+        err
+    }
+
+    /// Runs a request's handling, turning a panic into a refusal: counted
+    /// `{reason="internal"}`, logged (rate-limited) with the request's size and type, and the
+    /// receiver keeps serving.
+    pub async fn guard<T>(
+        &self,
+        signal: Signal,
+        size: usize,
+        what: &str,
+        handling: impl std::future::Future<Output = Result<T, IngestError>>,
+    ) -> Result<T, IngestError> {
+        use futures::FutureExt;
+        match std::panic::AssertUnwindSafe(handling).catch_unwind().await {
+            Ok(r) => r,
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                let e = IngestError::Internal(format!(
+                    "internal error while handling the request (a bug, please report it): {msg}"
+                ));
+                self.refused(signal, 0, &e);
+                if let Some(skipped) = self.panic_log.check() {
+                    tracing::error!(receiver = %self.name, %signal, request_bytes = size, request = what, panic = %msg, also_panicked = skipped, "handling a request panicked; it was refused and the receiver keeps serving");
+                }
+                Err(e)
+            }
         }
     }
 
@@ -196,8 +357,13 @@ impl Ingest {
         seen.insert(shown);
     }
 
-    /// Checks ids, then hands the request to every pipeline of its signal.
-    pub async fn ingest(&self, mut data: Telemetry) -> Result<Partial, IngestError> {
+    /// Checks ids, then hands the request to every pipeline of its signal; `charge` (its memory)
+    /// goes with it until the last exporter is done with it.
+    pub async fn ingest(
+        &self,
+        mut data: Telemetry,
+        charge: Charge,
+    ) -> Result<Partial, IngestError> {
         let signal = data.signal();
         let partial = drop_invalid_ids(&mut data);
         if partial.rejected > 0 {
@@ -210,7 +376,11 @@ impl Ingest {
         let items = data.item_count();
         // The routes as of now: a reload swaps them for later requests, this one finishes here.
         let input = self.routes.load_full();
-        let env = sluice_core::Envelope::new(data, items);
+        let env = Envelope {
+            data,
+            items,
+            lease: Lease::of(Arc::new(charge)),
+        };
         match input.send(env, self.timeout).await {
             Ok(()) => {
                 self.accepted.get(signal).inc_by(items);

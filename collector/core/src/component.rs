@@ -102,6 +102,8 @@ pub struct ReceiverContext<'a> {
     pub routes: Routes,
     /// Self-metrics.
     pub metrics: &'a Metrics,
+    /// The process's memory budget: every request is charged against it from its body on.
+    pub budget: Arc<crate::MemoryBudget>,
     listeners: &'a mut Listeners,
 }
 
@@ -111,12 +113,14 @@ impl<'a> ReceiverContext<'a> {
         name: &'a str,
         routes: Routes,
         metrics: &'a Metrics,
+        budget: Arc<crate::MemoryBudget>,
         listeners: &'a mut Listeners,
     ) -> Self {
         Self {
             name,
             routes,
             metrics,
+            budget,
             listeners,
         }
     }

@@ -7,7 +7,8 @@
 //! level and never past it. A [`Charge`] releases its bytes when dropped; it travels inside the
 //! data's [`crate::Lease`].
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use prometheus_client::metrics::gauge::Gauge;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Why a charge was refused: retryable, the budget frees up as exporters deliver.
@@ -24,34 +25,95 @@ pub struct OverBudget {
     pub level: &'static str,
 }
 
-/// Process-wide byte accounting of the data in flight.
+/// Process-wide byte accounting of the data in flight. The levels may change on a reload.
 #[derive(Debug)]
 pub struct MemoryBudget {
-    used: AtomicUsize,
+    /// Bytes charged now; it is the `sluice_memory_charged_bytes` gauge itself.
+    used: Gauge<i64, AtomicI64>,
     peak: AtomicUsize,
-    soft: usize,
-    hard: usize,
+    soft: AtomicUsize,
+    hard: AtomicUsize,
+    soft_gauge: Gauge<i64, AtomicI64>,
+    hard_gauge: Gauge<i64, AtomicI64>,
+    /// The process's resident memory, sampled by [`MemoryBudget::watch_resident`].
+    resident: Gauge<i64, AtomicI64>,
+    /// Above this resident size new data is refused too: what charges cannot see (buffers' spare
+    /// capacity, allocator slack, connections) is caught here.
+    resident_limit: AtomicUsize,
 }
 
 impl MemoryBudget {
-    /// A budget that admits new data below `soft` bytes and never lets charges pass `hard`.
-    pub fn new(soft: usize, hard: usize) -> Arc<Self> {
-        Arc::new(Self {
-            used: AtomicUsize::new(0),
+    /// A budget that admits new data below `soft` bytes and never lets charges pass `hard`,
+    /// published in `metrics`.
+    pub fn new(soft: usize, hard: usize, metrics: &crate::Metrics) -> Arc<Self> {
+        let b = Arc::new(Self {
+            used: metrics.memory("charged"),
             peak: AtomicUsize::new(0),
-            soft: soft.min(hard),
-            hard,
-        })
+            soft: AtomicUsize::new(0),
+            hard: AtomicUsize::new(0),
+            soft_gauge: metrics.memory("soft_limit"),
+            hard_gauge: metrics.memory("hard_limit"),
+            resident: metrics.memory("resident"),
+            resident_limit: AtomicUsize::new(usize::MAX),
+        });
+        b.set_levels(soft, hard);
+        b
+    }
+
+    /// Refuse new data while the process's resident memory is above `bytes` (needs
+    /// [`MemoryBudget::watch_resident`] running).
+    pub fn set_resident_limit(&self, bytes: usize) {
+        self.resident_limit.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Samples the process's resident memory every `every` (from `/proc/self/status`; where
+    /// there is none, only the charges count). Runs until the budget is dropped.
+    pub fn watch_resident(self: &Arc<Self>, every: std::time::Duration) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(b) = weak.upgrade() else { return };
+                let Some(rss) = resident_bytes() else { return };
+                b.resident.set(i64::try_from(rss).unwrap_or(i64::MAX));
+            }
+        });
+    }
+
+    /// The last sampled resident size of the process (0 when not sampled).
+    pub fn resident(&self) -> usize {
+        usize::try_from(self.resident.get()).unwrap_or(0)
     }
 
     /// A budget that only counts (tests, tools).
     pub fn unlimited() -> Arc<Self> {
-        Self::new(usize::MAX, usize::MAX)
+        Self::new(usize::MAX, usize::MAX, &crate::Metrics::new())
     }
 
-    /// Charges `bytes` for new data, refusing when that would pass the soft level.
+    /// Sets the levels (start, reload). Data already charged stays charged.
+    pub fn set_levels(&self, soft: usize, hard: usize) {
+        self.hard.store(hard, Ordering::Relaxed);
+        self.soft.store(soft.min(hard), Ordering::Relaxed);
+        self.soft_gauge
+            .set(i64::try_from(soft.min(hard)).unwrap_or(i64::MAX));
+        self.hard_gauge.set(i64::try_from(hard).unwrap_or(i64::MAX));
+    }
+
+    /// Charges `bytes` for new data, refusing when that would pass the soft level or the process
+    /// is already above its resident limit.
     pub fn admit(self: &Arc<Self>, bytes: usize) -> Result<Charge, OverBudget> {
-        self.take(bytes, self.soft, "soft")?;
+        let (resident, limit) = (self.resident(), self.resident_limit.load(Ordering::Relaxed));
+        if resident > limit {
+            return Err(OverBudget {
+                wanted: bytes,
+                used: resident,
+                limit,
+                level: "resident",
+            });
+        }
+        self.take(bytes, self.soft(), "soft")?;
         Ok(Charge {
             budget: self.clone(),
             bytes,
@@ -60,7 +122,7 @@ impl MemoryBudget {
 
     /// Bytes charged now.
     pub fn used(&self) -> usize {
-        self.used.load(Ordering::Relaxed)
+        usize::try_from(self.used.get()).unwrap_or(0)
     }
 
     /// Highest charge seen since start.
@@ -70,37 +132,38 @@ impl MemoryBudget {
 
     /// The admission level.
     pub fn soft(&self) -> usize {
-        self.soft
+        self.soft.load(Ordering::Relaxed)
     }
 
     /// The level charges never pass.
     pub fn hard(&self) -> usize {
-        self.hard
+        self.hard.load(Ordering::Relaxed)
     }
 
     /// Whether new data would be refused now.
     pub fn over_soft(&self) -> bool {
-        self.used() >= self.soft
+        self.used() >= self.soft()
     }
 
     fn take(&self, bytes: usize, limit: usize, level: &'static str) -> Result<(), OverBudget> {
-        let mut used = self.used.load(Ordering::Relaxed);
+        let cell = self.used.inner();
+        let want = i64::try_from(bytes).unwrap_or(i64::MAX);
+        let limit_i = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut used = cell.load(Ordering::Relaxed);
         loop {
-            let after = used.saturating_add(bytes);
-            if after > limit {
+            let after = used.saturating_add(want);
+            if after > limit_i {
                 return Err(OverBudget {
                     wanted: bytes,
-                    used,
+                    used: usize::try_from(used).unwrap_or(0),
                     limit,
                     level,
                 });
             }
-            match self
-                .used
-                .compare_exchange_weak(used, after, Ordering::AcqRel, Ordering::Relaxed)
-            {
+            match cell.compare_exchange_weak(used, after, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => {
-                    self.peak.fetch_max(after, Ordering::Relaxed);
+                    self.peak
+                        .fetch_max(usize::try_from(after).unwrap_or(0), Ordering::Relaxed);
                     return Ok(());
                 }
                 Err(now) => used = now,
@@ -109,8 +172,56 @@ impl MemoryBudget {
     }
 
     fn give_back(&self, bytes: usize) {
-        self.used.fetch_sub(bytes, Ordering::AcqRel);
+        self.used.dec_by(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
+}
+
+/// The levels for a process memory target of `limit` bytes (absent: the default target, see
+/// [`default_limit`]): `(soft, hard, resident)`. Data is charged up to 75% of the target; the rest
+/// is the process's own (code, connections' buffers, allocator slack). New data stops at 60%
+/// charged, or when the process's resident memory passes 85% of the target.
+pub fn levels(limit: Option<usize>) -> (usize, usize, usize) {
+    match limit.or_else(default_limit) {
+        Some(l) => (l / 5 * 3, l / 4 * 3, l / 20 * 17),
+        None => (usize::MAX, usize::MAX, usize::MAX),
+    }
+}
+
+/// The process's resident memory (`VmRSS`), where the system tells it.
+pub fn resident_bytes() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<usize>()
+        .ok()?;
+    kb.checked_mul(1024)
+}
+
+/// The memory target when none is configured: 80% of the cgroup's memory limit (containers),
+/// else half the machine's memory.
+pub fn default_limit() -> Option<usize> {
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    let cgroup = read("/sys/fs/cgroup/memory.max")
+        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        // cgroup v1 reports "no limit" as a huge number.
+        .filter(|&v| v < 1 << 60);
+    let total = read("/proc/meminfo").and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    });
+    let target = match (cgroup, total) {
+        (Some(c), _) => c / 5 * 4,
+        (None, Some(t)) => t / 2,
+        (None, None) => return None,
+    };
+    usize::try_from(target).ok()
 }
 
 /// Bytes charged to the budget for one piece of data; released on drop.
@@ -124,7 +235,7 @@ impl Charge {
     /// Charges `more` bytes to data already admitted (decompressed or decoded into a larger form),
     /// refusing when that would pass the hard level.
     pub fn grow(&mut self, more: usize) -> Result<(), OverBudget> {
-        self.budget.take(more, self.budget.hard, "hard")?;
+        self.budget.take(more, self.budget.hard(), "hard")?;
         self.bytes += more;
         Ok(())
     }
@@ -161,7 +272,7 @@ mod tests {
 
     #[test]
     fn admission_stops_at_soft_growth_at_hard_and_drops_release() {
-        let b = MemoryBudget::new(100, 150);
+        let b = MemoryBudget::new(100, 150, &crate::Metrics::new());
         let mut a = b.admit(60).unwrap();
         assert!(b.admit(50).is_err(), "60 + 50 passes soft 100");
         let c = b.admit(40).unwrap();

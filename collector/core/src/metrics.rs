@@ -61,6 +61,7 @@ pub struct Metrics {
     sampler_input_rate: Family<Labels, FloatGauge>,
     exporter_concurrency: Family<Labels, Gauge>,
     config_reload: Family<Labels, Counter>,
+    memory: Family<Labels, Gauge>,
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
@@ -94,6 +95,12 @@ impl Metrics {
         let sampler_input_rate = Family::<Labels, FloatGauge>::default();
         let exporter_concurrency = Family::<Labels, Gauge>::default();
         let config_reload = Family::<Labels, Counter>::default();
+        let memory = Family::<Labels, Gauge>::default();
+        registry.register(
+            "sluice_memory_bytes",
+            "The memory budget: bytes charged to data in flight (charged), and the levels above which new data is refused (soft_limit) and charges never pass (hard_limit)",
+            memory.clone(),
+        );
         registry.register(
             "sluice_config_reload",
             "Configuration reloads, by result (success, failure)",
@@ -180,7 +187,15 @@ impl Metrics {
             sampler_input_rate,
             exporter_concurrency,
             config_reload,
+            memory,
         }
+    }
+
+    /// `sluice_memory_bytes{kind}`: the budget's charge and levels.
+    pub fn memory(&self, kind: &str) -> Gauge {
+        self.memory
+            .get_or_create(&labels(&[("kind", kind)]))
+            .clone()
     }
 
     /// `sluice_config_reload_total{result}`.

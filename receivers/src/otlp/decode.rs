@@ -1,6 +1,6 @@
 //! Body decoding for OTLP: decompression with a size cap, protobuf, and OTLP/JSON with its quirks.
 
-use crate::ingest::IngestError;
+use crate::ingest::{Ingest, IngestError};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
@@ -10,7 +10,8 @@ use opentelemetry_proto::tonic::metrics::v1::AggregationTemporality;
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode};
 use prost::Message;
 use serde_json::Value;
-use sluice_core::{Encoded, Signal, Telemetry};
+use sluice_core::wire::size;
+use sluice_core::{Charge, Encoded, Signal, Telemetry};
 use std::io::Read;
 
 /// Body encodings a client may send.
@@ -69,15 +70,63 @@ pub fn decompress(
     }
 }
 
+/// How an OTLP request body is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `application/x-protobuf` (and gRPC).
+    Protobuf,
+    /// `application/json`.
+    Json,
+}
+
+/// Decodes a (decompressed) request body whose bytes are already charged in `charge`, charging
+/// its decoded form before it is built: a body that would decode into more memory than the
+/// budget allows is refused without being decoded. Traces and logs that pass the wire check stay
+/// encoded and cost nothing more.
+pub fn decode_charged(
+    ingest: &Ingest,
+    signal: Signal,
+    format: Format,
+    body: bytes::Bytes,
+    charge: &mut Charge,
+) -> Result<Telemetry, IngestError> {
+    match format {
+        Format::Protobuf => {
+            let body = match Encoded::check(signal, body) {
+                Ok(e) => return Ok(Telemetry::Encoded(e)),
+                Err(body) => body,
+            };
+            let decoded = size::decoded_request_size(signal, &body);
+            let during = body.len().saturating_add(decoded);
+            ingest.resize(signal, charge, during, "decoded request")?;
+            let data = decode_full(signal, &body)?;
+            drop(body);
+            // Shrinking cannot fail.
+            let _ = charge.resize(decoded);
+            Ok(data)
+        }
+        Format::Json => {
+            let decoded = size::json_decoded_size(&body);
+            let during = body.len().saturating_add(decoded);
+            ingest.resize(signal, charge, during, "decoded request")?;
+            decode_json(signal, &body)
+        }
+    }
+}
+
 /// Takes an OTLP protobuf request of `signal`: traces and logs that pass the allocation-free check
 /// stay encoded; everything else (metrics, profiles, and requests the check leaves to prost, such as
-/// ones with invalid ids) is decoded here.
+/// ones with invalid ids) is decoded here. No memory bound: [`decode_charged`] is the receivers' way.
 pub fn decode_protobuf(signal: Signal, body: bytes::Bytes) -> Result<Telemetry, IngestError> {
     let body = match Encoded::check(signal, body) {
         Ok(e) => return Ok(Telemetry::Encoded(e)),
         Err(body) => body,
     };
-    let body = &body[..];
+    decode_full(signal, &body)
+}
+
+/// Decodes with `prost`, whatever the request holds.
+fn decode_full(signal: Signal, body: &[u8]) -> Result<Telemetry, IngestError> {
     let bad = |e: prost::DecodeError| {
         IngestError::Malformed(format!("invalid OTLP protobuf {signal} request: {e}"))
     };

@@ -4,7 +4,7 @@
 //! servers, whose codec decodes every request in full: these take the message as bytes
 //! ([`BytesCodec`]) and hand it to [`decode_protobuf`], which keeps checked traces and logs encoded.
 
-use super::decode::decode_protobuf;
+use super::decode::{decode_charged, Format};
 use crate::ingest::{responses, Ingest, IngestError};
 use bytes::Bytes;
 use prost::Message;
@@ -24,13 +24,7 @@ use tonic::{Request, Response, Status};
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'static>>;
 
 fn status(e: IngestError) -> Status {
-    match e {
-        IngestError::Malformed(m) => Status::invalid_argument(m),
-        IngestError::TooLarge(m) => Status::resource_exhausted(m),
-        IngestError::Unsupported(m) => Status::invalid_argument(m),
-        IngestError::NoPipeline(m) => Status::unimplemented(m),
-        IngestError::Unavailable(m) => Status::unavailable(m),
-    }
+    Status::new(e.grpc_code(), e.to_string())
 }
 
 /// One OTLP collector service, named for tonic's router.
@@ -127,11 +121,22 @@ impl UnaryService<Bytes> for Export {
     fn call(&mut self, req: Request<Bytes>) -> Self::Future {
         let (ingest, signal) = (self.ingest.clone(), self.signal);
         Box::pin(async move {
-            let data = decode_protobuf(signal, req.into_inner()).map_err(|e| {
-                ingest.refused(signal, 0, &e);
-                status(e)
-            })?;
-            let p = ingest.ingest(data).await.map_err(status)?;
+            let body = req.into_inner();
+            let size = body.len();
+            let handling = async {
+                let refuse = |e: IngestError| {
+                    ingest.refused(signal, 0, &e);
+                    e
+                };
+                let mut charge = ingest.admit(signal, body.len()).map_err(refuse)?;
+                let data = decode_charged(&ingest, signal, Format::Protobuf, body, &mut charge)
+                    .map_err(refuse)?;
+                ingest.ingest(data, charge).await
+            };
+            let p = ingest
+                .guard(signal, size, "OTLP/gRPC", handling)
+                .await
+                .map_err(status)?;
             let body = match signal {
                 Signal::Traces => responses::traces(p).encode_to_vec(),
                 Signal::Metrics => responses::metrics(p).encode_to_vec(),

@@ -1,6 +1,6 @@
 //! OTLP/HTTP: `/v1/traces`, `/v1/metrics`, `/v1/logs`, `/v1development/profiles`, protobuf or JSON.
 
-use super::decode::{decode_json, decode_protobuf, decompress, Encoding};
+use super::decode::{decode_charged, decompress, Encoding, Format};
 use crate::ingest::{responses, Ingest, IngestError, Partial};
 use axum::body::Body;
 use axum::extract::State;
@@ -21,12 +21,6 @@ struct RpcStatus {
     code: i32,
     #[prost(string, tag = "2")]
     message: String,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Format {
-    Protobuf,
-    Json,
 }
 
 const PROTOBUF: &str = "application/x-protobuf";
@@ -102,21 +96,18 @@ async fn handle(
                 "unsupported Content-Type {other:?}; expected {PROTOBUF} or {JSON}"
             ));
             st.ingest.refused(signal, 0, &e);
-            return error_response(Format::Protobuf, StatusCode::UNSUPPORTED_MEDIA_TYPE, &e);
+            return error_response(Format::Protobuf, &e);
         }
     };
-    match decode_and_ingest(&st, &headers, body, signal, format).await {
+    let size = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let handling = decode_and_ingest(&st, &headers, body, signal, format);
+    match st.ingest.guard(signal, size, "OTLP/HTTP", handling).await {
         Ok(p) => success(format, signal, p),
-        Err(e) => {
-            let code = match &e {
-                IngestError::Malformed(_) => StatusCode::BAD_REQUEST,
-                IngestError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-                IngestError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                IngestError::NoPipeline(_) => StatusCode::NOT_FOUND,
-                IngestError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            };
-            error_response(format, code, &e)
-        }
+        Err(e) => error_response(format, &e),
     }
 }
 
@@ -155,13 +146,13 @@ async fn decode_and_ingest(
             IngestError::Malformed(format!("cannot read request body: {e}"))
         })
     })?;
+    let mut charge = st.ingest.admit(signal, raw.len()).map_err(refuse)?;
     let body = decompress(raw, enc, limit).map_err(refuse)?;
-    let data = match format {
-        Format::Protobuf => decode_protobuf(signal, body),
-        Format::Json => decode_json(signal, &body),
-    }
-    .map_err(refuse)?;
-    st.ingest.ingest(data).await
+    st.ingest
+        .resize(signal, &mut charge, body.len(), "decompressed body")
+        .map_err(refuse)?;
+    let data = decode_charged(&st.ingest, signal, format, body, &mut charge).map_err(refuse)?;
+    st.ingest.ingest(data, charge).await
 }
 
 fn success(format: Format, signal: Signal, p: Partial) -> Response {
@@ -180,15 +171,10 @@ fn success(format: Format, signal: Signal, p: Partial) -> Response {
     with_type(format, StatusCode::OK, bytes)
 }
 
-fn error_response(format: Format, code: StatusCode, e: &IngestError) -> Response {
-    let grpc_code = match e {
-        IngestError::Malformed(_) | IngestError::Unsupported(_) => 3,
-        IngestError::TooLarge(_) => 8,
-        IngestError::NoPipeline(_) => 12,
-        IngestError::Unavailable(_) => 14,
-    };
+fn error_response(format: Format, e: &IngestError) -> Response {
+    let code = e.http_status();
     let status = RpcStatus {
-        code: grpc_code,
+        code: e.grpc_code() as i32,
         message: e.to_string(),
     };
     let bytes = match format {
@@ -196,7 +182,7 @@ fn error_response(format: Format, code: StatusCode, e: &IngestError) -> Response
         Format::Json => serde_json::to_vec(&status).unwrap_or_default(),
     };
     let mut resp = with_type(format, code, bytes);
-    if code == StatusCode::SERVICE_UNAVAILABLE {
+    if e.retryable() {
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }

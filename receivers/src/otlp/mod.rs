@@ -75,7 +75,13 @@ impl ReceiverKind for OtlpReceiverConfig {
             name: ctx.name.to_owned(),
             grpc,
             http,
-            ingest: Ingest::new(ctx.name, ctx.routes.clone(), self.accept_timeout.0, ctx.metrics),
+            ingest: Ingest::new(
+                ctx.name,
+                ctx.routes.clone(),
+                self.accept_timeout.0,
+                ctx.metrics,
+                ctx.budget.clone(),
+            ),
             max_request_size: self.max_request_size.as_usize(),
         }))
     }

@@ -73,6 +73,11 @@ pub fn decode_sized(body: &[u8], limit: usize) -> Result<(proto::Profile, usize)
     } else {
         body.into()
     };
+    let decoded = sluice_core::wire::size::decoded_size(&raw, &proto::shape::PROFILE);
+    let bound = Budget::for_size(raw.len()).total;
+    if decoded > bound {
+        return Err(PprofError::Expands(bound));
+    }
     let p = proto::Profile::decode(&raw[..]).map_err(|e| PprofError::NotPprof(e.to_string()))?;
     validate(&p)?;
     Ok((p, raw.len()))
@@ -183,6 +188,12 @@ pub const EXPANSION_FLOOR: usize = 1 << 20;
 const SAMPLE_COST: usize = 32;
 /// What one output profile costs against the budget beyond its samples.
 const PROFILE_COST: usize = 256;
+
+/// The memory a profile whose decompressed size is `size` may take decoded, and again converted:
+/// what the receivers charge against the memory budget for it.
+pub fn memory_bound(size: usize) -> usize {
+    Budget::for_size(size).total
+}
 
 /// The memory a profile may still take while converted; charged where a table entry is repeated
 /// into the output.

@@ -103,6 +103,7 @@ fn error(code: StatusCode, msg: String) -> Response {
     )
         .into_response();
     if code == StatusCode::SERVICE_UNAVAILABLE {
+        // Retryable refusals (pipelines full, memory budget): tell the client when to come back.
         r.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
@@ -110,45 +111,52 @@ fn error(code: StatusCode, msg: String) -> Response {
 }
 
 async fn accept(st: &Shared, body: &[u8], meta: Meta) -> Response {
+    let handling = accept_inner(st, body, meta);
+    match st
+        .ingest
+        .guard(Signal::Profiles, body.len(), "pprof", handling)
+        .await
+    {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => error(e.http_status(), e.to_string()),
+    }
+}
+
+async fn accept_inner(st: &Shared, body: &[u8], meta: Meta) -> Result<(), IngestError> {
     let refuse = |e: IngestError| {
         st.ingest.refused(Signal::Profiles, 0, &e);
         e
     };
     if !st.ingest.accepts(Signal::Profiles) {
-        let e = refuse(IngestError::NoPipeline(
+        return Err(refuse(IngestError::NoPipeline(
             "no pipeline accepts profiles from this receiver".into(),
-        ));
-        return error(StatusCode::NOT_FOUND, e.to_string());
+        )));
     }
-    let (profile, size) = match convert::decode_sized(body, st.limit) {
-        Ok(p) => p,
-        Err(e @ PprofError::TooLarge(_)) => {
-            refuse(IngestError::TooLarge(e.to_string()));
-            return error(StatusCode::PAYLOAD_TOO_LARGE, e.to_string());
-        }
-        Err(e) => {
-            refuse(IngestError::Malformed(e.to_string()));
-            return error(StatusCode::BAD_REQUEST, e.to_string());
-        }
-    };
-    let request = match convert::to_otlp_sized(&profile, size, &meta) {
-        Ok(r) => r,
-        Err(e) => {
-            refuse(IngestError::Malformed(e.to_string()));
-            return error(StatusCode::BAD_REQUEST, e.to_string());
-        }
-    };
-    match st
+    let mut charge = st
         .ingest
-        .ingest(Telemetry::Profiles(Box::new(request)))
+        .admit(Signal::Profiles, body.len())
+        .map_err(refuse)?;
+    let (profile, size) = convert::decode_sized(body, st.limit).map_err(|e| {
+        refuse(match e {
+            PprofError::TooLarge(_) => IngestError::TooLarge(e.to_string()),
+            _ => IngestError::Malformed(e.to_string()),
+        })
+    })?;
+    st.ingest
+        .resize(
+            Signal::Profiles,
+            &mut charge,
+            convert::memory_bound(size),
+            "converted profile",
+        )
+        .map_err(refuse)?;
+    let request = convert::to_otlp_sized(&profile, size, &meta)
+        .map_err(|e| refuse(IngestError::Malformed(e.to_string())))?;
+    drop(profile);
+    st.ingest
+        .ingest(Telemetry::Profiles(Box::new(request)), charge)
         .await
-    {
-        Ok(_) => StatusCode::OK.into_response(),
-        Err(e @ IngestError::Unavailable(_)) => {
-            error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-        }
-        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
-    }
+        .map(|_| ())
 }
 
 async fn ingest_pyroscope(
@@ -287,7 +295,13 @@ impl ReceiverKind for PprofReceiverConfig {
         Ok(Box::new(PprofReceiver {
             name: ctx.name.to_owned(),
             listener,
-            ingest: Ingest::new(ctx.name, ctx.routes.clone(), self.accept_timeout.0, ctx.metrics),
+            ingest: Ingest::new(
+                ctx.name,
+                ctx.routes.clone(),
+                self.accept_timeout.0,
+                ctx.metrics,
+                ctx.budget.clone(),
+            ),
             limit: self.max_request_size.as_usize(),
         }))
     }

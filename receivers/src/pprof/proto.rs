@@ -133,3 +133,55 @@ pub struct Function {
     #[prost(int64, tag = "5")]
     pub start_line: i64,
 }
+
+/// The decoded form of each pprof message, for [`sluice_core::wire::size::decoded_size`]: a
+/// profile whose decoded form would pass its expansion budget is refused before it is built.
+pub mod shape {
+    use super::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
+    use sluice_core::wire::size::Field::{Heap, Msg, Packed};
+    use sluice_core::wire::size::Shape;
+    use std::mem::size_of;
+
+    /// `Profile`.
+    pub static PROFILE: Shape = Shape {
+        size: size_of::<Profile>(),
+        fields: &[
+            (1, Msg(&VALUE_TYPE)),
+            (2, Msg(&SAMPLE)),
+            (3, Msg(&MAPPING)),
+            (4, Msg(&LOCATION)),
+            (5, Msg(&FUNCTION)),
+            (6, Heap),
+            (11, Msg(&VALUE_TYPE)),
+            (13, Packed),
+        ],
+    };
+    static VALUE_TYPE: Shape = Shape {
+        size: size_of::<ValueType>(),
+        fields: &[],
+    };
+    static SAMPLE: Shape = Shape {
+        size: size_of::<Sample>(),
+        fields: &[(1, Packed), (2, Packed), (3, Msg(&LABEL))],
+    };
+    static LABEL: Shape = Shape {
+        size: size_of::<Label>(),
+        fields: &[],
+    };
+    static MAPPING: Shape = Shape {
+        size: size_of::<Mapping>(),
+        fields: &[],
+    };
+    static LOCATION: Shape = Shape {
+        size: size_of::<Location>(),
+        fields: &[(4, Msg(&LINE))],
+    };
+    static LINE: Shape = Shape {
+        size: size_of::<Line>(),
+        fields: &[],
+    };
+    static FUNCTION: Shape = Shape {
+        size: size_of::<Function>(),
+        fields: &[],
+    };
+}

@@ -12,6 +12,7 @@ use super::convert::{self, Builder, Meta, PprofError};
 use super::Shared;
 use crate::ingest::IngestError;
 use crate::otlp::decode::{decompress, Encoding};
+use sluice_core::Charge;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -127,12 +128,16 @@ pub fn series_meta(labels: &[LabelPair]) -> Meta {
 
 /// A connect error: JSON `{code, message}` with the HTTP status the protocol pairs with `code`.
 fn connect_error(e: &IngestError) -> Response {
+    // The connect protocol's own codes and the HTTP statuses it pairs them with.
     let (status, code) = match e {
         IngestError::Malformed(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
         IngestError::TooLarge(_) => (StatusCode::TOO_MANY_REQUESTS, "resource_exhausted"),
         IngestError::Unsupported(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unimplemented"),
         IngestError::NoPipeline(_) => (StatusCode::NOT_FOUND, "not_found"),
-        IngestError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        IngestError::Unavailable(_) | IngestError::OverBudget(_) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        }
+        IngestError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     };
     let body = serde_json::json!({ "code": code, "message": e.to_string() }).to_string();
     let mut r = (
@@ -160,7 +165,7 @@ async fn convert_request(
     st: &Shared,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(Codec, Telemetry, bool), IngestError> {
+) -> Result<(Codec, Telemetry, bool, Charge), IngestError> {
     let ct = crate::ingest::media_type(headers);
     let codec = match ct.as_str() {
         "application/proto" | "application/x-protobuf" => Codec::Proto,
@@ -199,11 +204,20 @@ async fn convert_request(
             IngestError::Malformed(format!("cannot read request body: {e}"))
         }
     })?;
+    let mut charge = st.ingest.admit(Signal::Profiles, raw.len())?;
     let body = decompress(raw, enc, limit)?;
+    // The push request holds the profiles (encoded) and is then converted: charge the bound of
+    // the whole before converting.
+    let during = body
+        .len()
+        .saturating_add(convert::memory_bound(body.len()));
+    st.ingest
+        .resize(Signal::Profiles, &mut charge, during, "converted push request")?;
     let req = decode_request(&body, codec == Codec::Json)?;
+    drop(body);
     let out = convert(&req, limit)?;
     let empty = out.is_empty();
-    Ok((codec, Telemetry::Profiles(Box::new(out.finish())), empty))
+    Ok((codec, Telemetry::Profiles(Box::new(out.finish())), empty, charge))
 }
 
 /// A `PushRequest` from binary protobuf or (`json`) protojson.
@@ -246,19 +260,27 @@ pub(super) async fn push(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (codec, data, empty) = match convert_request(&st, &headers, body).await {
-        Ok(x) => x,
-        Err(e) => {
-            st.ingest.refused(Signal::Profiles, 0, &e);
-            return connect_error(&e);
+    let size = header_str(&headers, header::CONTENT_LENGTH)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let handling = async {
+        let (codec, data, empty, charge) = convert_request(&st, &headers, body)
+            .await
+            .inspect_err(|e| st.ingest.refused(Signal::Profiles, 0, e))?;
+        // A request without profiles carries nothing to lose: answered, not forwarded.
+        if !empty {
+            st.ingest.ingest(data, charge).await?;
         }
+        Ok(codec)
     };
-    // A request without profiles carries nothing to lose: answered, not forwarded.
-    if !empty {
-        if let Err(e) = st.ingest.ingest(data).await {
-            return connect_error(&e);
-        }
-    }
+    let codec = match st
+        .ingest
+        .guard(Signal::Profiles, size, "pprof push", handling)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => return connect_error(&e),
+    };
     let (ct, body): (&'static str, &'static [u8]) = match codec {
         Codec::Proto => ("application/proto", b""),
         Codec::Json => ("application/json", b"{}"),

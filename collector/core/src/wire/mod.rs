@@ -7,6 +7,8 @@
 
 use sluice_config::Signal;
 
+pub mod size;
+
 /// How a field is encoded on the wire, and what its bytes must satisfy.
 #[derive(Clone, Copy)]
 enum Kind {

@@ -54,7 +54,35 @@ SCENARIOS = [
     ("grpc-attrs10-fixed-10k", "grpc", 100, ATTRS10, "blackhole", 100),
     # 2× overload: 1,000 requests/s of 100 spans into a 50,000 spans/s backend, for 60 s (--overload).
     ("grpc-attrs10-overload-2x", "grpc", 100, ATTRS10, "overload", 1000),
+    # Metrics (delta histograms, 100 points per request, items = data points): the plain pipeline,
+    # then with the alert_rules and metric_transform processors (issue 18).
+    ("grpc-metrics-small-100", "grpc", 100, SMALL, "metrics", 0),
+    ("grpc-metrics-small-100-alert-rules", "grpc", 100, SMALL, "metrics-alerts", 0),
+    ("grpc-metrics-small-100-metric-transform", "grpc", 100, SMALL, "metrics-transform", 0),
 ]
+
+ALERT_RULES = '''[processors.alerts]
+type = "alert_rules"
+[[processors.alerts.rule]]
+name = "p99_latency"
+metric = "http_request_duration_seconds"
+matchers = ["env='prod'", "service=~'svc-.*'"]
+quantile = 0.99
+threshold = 2000
+unit = "ms"
+duration = "1m"
+labels = { severity = "critical" }
+'''
+
+METRIC_TRANSFORM = '''[processors.migrate]
+type = "metric_transform"
+[[processors.migrate.rule]]
+metric_regex = "http_request_duration_(.+)"
+rename = "http.server.request.duration"
+rename_attributes = { "http.route" = "route" }
+drop_attributes = ["attr.1"]
+unit = "ms"
+'''
 
 
 # OTLP endpoint of a sink for the Sluices' own telemetry (--self-telemetry), else None.
@@ -68,7 +96,14 @@ def config(sl, kind, data_dir, downstream=None, ch_url=None, kafka=None, tls=Non
     receiver_tls = ""
     if tls:
         receiver_tls = f'tls = {{ cert_file = "{tls[0]}", key_file = "{tls[1]}" }}'
-    if kind == "sampler":
+    signal = "metrics" if kind.startswith("metrics") else "traces"
+    if kind == "metrics-alerts":
+        processors = '["alerts", "batch"]'
+        extra = ALERT_RULES
+    elif kind == "metrics-transform":
+        processors = '["migrate", "batch"]'
+        extra = METRIC_TRANSFORM
+    elif kind == "sampler":
         processors = '["sampler", "batch"]'
         extra = '[processors.sampler]\ntype = "adaptive_sampler"\n'
     elif kind == "sampler-p25":
@@ -110,8 +145,8 @@ max_items = 8192
 timeout = "200ms"
 [exporters.out]
 {exporter}
-[pipelines.traces]
-signals = ["traces"]
+[pipelines.{signal}]
+signals = ["{signal}"]
 receivers = ["otlp"]
 processors = {processors}
 exporters = ["out"]
@@ -179,7 +214,8 @@ def run(name, protocol, per_req, shape, kind, rate, seconds, work):
     endpoint = f"{'https' if ca else 'http'}://127.0.0.1:{sl.grpc if protocol == 'grpc' else sl.http}"
     before_cpu, before_items = cpu_seconds(pid), sl.metric("sluice_receiver_accepted_items_total")
     before_written = written_bytes(pid)
-    cmd = pinned([str(LOADGEN), "--endpoint", endpoint, "--protocol", protocol, "--spans-per-request", str(per_req),
+    signal = "metrics" if kind.startswith("metrics") else "traces"
+    cmd = pinned([str(LOADGEN), "--endpoint", endpoint, "--protocol", protocol, "--signal", signal, "--spans-per-request", str(per_req),
                   "--attributes", str(shape["attributes"]), "--attribute-size", str(shape["attribute_size"]),
                   "--connections", "64" if kind == "overload" else "8", "--duration", f"{seconds}s", "--rate", str(rate),
                   *(["--ca-file", str(ca.path)] if ca else [])], 1)

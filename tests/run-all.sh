@@ -21,9 +21,9 @@ step "Kafka broker (tansu from crates.io, once per machine): building in the bac
 nice -n 19 bash tests/kafka/setup.sh > target/kafka-setup.log 2>&1 &
 kafka_setup=$!
 
-step "Python test environment (OpenTelemetry SDK, chDB, confluent-kafka, Pyroscope and Helm SDKs; PyPI) and browser and terminal tools (Debian chromium + tmux, playwright-core from npm): in the background"
+step "Python test environment (OpenTelemetry SDK, chDB, confluent-kafka, Pyroscope and Helm SDKs; PyPI) and browser and terminal tools (Debian chromium + tmux, playwright-core from npm), Alertmanager (Debian prometheus-alertmanager): in the background"
 # One after the other: both may call apt-get, which takes a lock.
-(bash tests/setup.sh && bash tests/browser/setup.sh) > target/test-setup.log 2>&1 &
+(bash tests/setup.sh && bash tests/browser/setup.sh && bash tests/alertmanager/setup.sh) > target/test-setup.log 2>&1 &
 test_setup=$!
 
 step "toolchain components"

@@ -1,6 +1,7 @@
 //! `sluice`: the binary's edge — CLI, logging, signals, start-up, reloads and graceful shutdown.
 
 mod admin;
+mod diagnose;
 mod pipeline;
 mod prom_text;
 #[cfg(test)]
@@ -61,6 +62,9 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         interval: f64,
     },
+    /// Diagnoses from stored telemetry (`memory-leak`: growing heap stacks in ClickHouse profiles).
+    #[command(subcommand)]
+    Diagnose(diagnose::Diagnose),
 }
 
 /// Every component kind this binary knows: one registration line per kind, in each crate.
@@ -92,6 +96,7 @@ fn main() -> ExitCode {
         Command::Top { admin, interval } => {
             top::main(cli.config.as_deref(), admin.clone(), *interval)
         }
+        Command::Diagnose(d) => diagnose::main(d),
         Command::Validate => match load(&registry, cli.config.as_ref()) {
             Ok(cfg) => {
                 println!(

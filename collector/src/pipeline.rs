@@ -48,6 +48,7 @@ impl Pipeline {
                         if self.stages[i].next_deadline().is_some_and(|d| d <= now) {
                             let mut out = Vec::new();
                             self.stages[i].flush(Some(now), &mut out);
+                            self.count_created(i, &out);
                             self.run_from(i + 1, out, &mut stalled).await;
                         }
                     }
@@ -57,6 +58,7 @@ impl Pipeline {
         for i in 0..self.stages.len() {
             let mut out = Vec::new();
             self.stages[i].flush(None, &mut out);
+            self.count_created(i, &out);
             self.run_from(i + 1, out, &mut stalled).await;
         }
         tracing::debug!(pipeline = %self.name, "pipeline drained");
@@ -65,18 +67,19 @@ impl Pipeline {
     /// Passes requests through stages `first..` and then to the exporters.
     async fn run_from(&mut self, first: usize, mut batch: Out, stalled: &mut [bool]) {
         let now = Instant::now();
-        for stage in self.stages.iter_mut().skip(first) {
+        for i in first..self.stages.len() {
             if batch.is_empty() {
                 return;
             }
             let mut out = Vec::with_capacity(batch.len());
             for env in batch {
                 let signal = env.signal();
-                let removed = stage.push(env, now, &mut out);
+                let removed = self.stages[i].push(env, now, &mut out);
                 if removed > 0 {
                     self.queued.get(signal).dec_by(removed as i64);
                 }
             }
+            self.count_created(i, &out);
             batch = out;
         }
         for env in batch {
@@ -127,6 +130,24 @@ async fn fan_out(pipeline: &str, exporters: &[ExporterQueue], env: Envelope, sta
                 }
                 *stuck = now_stuck;
             }
+        }
+    }
+}
+
+impl Pipeline {
+    /// Counts in the items stage `i` created (see [`Stage::emits`]), so the queue gauge that the
+    /// exporters' hand-off counts down stays balanced.
+    fn count_created(&self, i: usize, out: &Out) {
+        let Some(signal) = self.stages.get(i).and_then(|s| s.emits()) else {
+            return;
+        };
+        let created: u64 = out
+            .iter()
+            .filter(|e| e.signal() == signal)
+            .map(|e| e.items)
+            .sum();
+        if created > 0 {
+            self.queued.get(signal).inc_by(created as i64);
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Sluice exporters: OTLP/JSON files, a blackhole for tests and benchmarks, OTLP forwarding,
-//! ClickHouse and Kafka.
+//! ClickHouse, Kafka and Alertmanager.
 
 sluice_core::components! {
+    exporter alertmanager::AlertmanagerExporterConfig,
     exporter blackhole::BlackholeExporterConfig,
     exporter clickhouse::ClickhouseExporterConfig,
     exporter file::FileExporterConfig,

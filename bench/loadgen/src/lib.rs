@@ -4,9 +4,14 @@
 #![allow(clippy::cast_possible_truncation)]
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric, AggregationTemporality, Histogram, HistogramDataPoint, Metric, ResourceMetrics,
+    ScopeMetrics,
+};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{
     span, status, ResourceSpans, ScopeSpans, Span, Status,
@@ -142,6 +147,62 @@ pub fn logs(a: &Shape, rng: &mut Rng, k: usize) -> ExportLogsServiceRequest {
             }),
             scope_logs: vec![ScopeLogs {
                 log_records: records,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// Latency histogram bounds (seconds) of the generated metrics: the OpenTelemetry HTTP semantic
+/// conventions' advice.
+pub const LATENCY_BOUNDS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// One metrics request: `spans_per_request` delta histogram points of
+/// `http_request_duration_seconds` (unit `s`) over 20 routes and two environments, each with the
+/// shape's extra attributes; one data point is one item.
+pub fn metrics(a: &Shape, rng: &mut Rng, k: usize) -> ExportMetricsServiceRequest {
+    let value = "v".repeat(a.attribute_size);
+    let points = (0..a.spans_per_request)
+        .map(|i| {
+            let counts: Vec<u64> = (0..=LATENCY_BOUNDS.len())
+                .map(|_| rng.next_u64() % 8)
+                .collect();
+            let mut attributes = vec![
+                kv("http.route", format!("/api/r{}", i % 20)),
+                kv("env", if i % 2 == 0 { "prod" } else { "staging" }.into()),
+            ];
+            attributes.extend((0..a.attributes).map(|j| kv(&format!("attr.{j}"), value.clone())));
+            HistogramDataPoint {
+                attributes,
+                start_time_unix_nano: 1_700_000_000_000_000_000 + k as u64 * 1_000_000_000,
+                time_unix_nano: 1_700_000_001_000_000_000 + k as u64 * 1_000_000_000,
+                count: counts.iter().sum(),
+                sum: Some(counts.iter().sum::<u64>() as f64 * 0.1),
+                bucket_counts: counts,
+                explicit_bounds: LATENCY_BOUNDS.to_vec(),
+                ..Default::default()
+            }
+        })
+        .collect();
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", format!("svc-{}", k % a.services.max(1)))],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "http_request_duration_seconds".into(),
+                    unit: "s".into(),
+                    data: Some(metric::Data::Histogram(Histogram {
+                        data_points: points,
+                        aggregation_temporality: AggregationTemporality::Delta as i32,
+                    })),
+                    ..Default::default()
+                }],
                 ..Default::default()
             }],
             ..Default::default()

@@ -13,10 +13,12 @@ use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
-use sluice_loadgen::{logs, traces, Rng, Shape};
+use sluice_loadgen::{logs, metrics, traces, Rng, Shape};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +33,8 @@ enum Protocol {
 enum Signal {
     Traces,
     Logs,
+    /// Delta histograms of `http_request_duration_seconds`, one item per data point.
+    Metrics,
 }
 
 /// OTLP load generator.
@@ -170,14 +174,26 @@ async fn main() -> Result<()> {
     let a = Arc::new(Args::parse());
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let shape = a.shape();
-    let pool: Vec<(ExportTraceServiceRequest, ExportLogsServiceRequest)> = (0..16)
-        .map(|k| (traces(&shape, &mut rng, k), logs(&shape, &mut rng, k)))
+    type Pool = (
+        ExportTraceServiceRequest,
+        ExportLogsServiceRequest,
+        ExportMetricsServiceRequest,
+    );
+    let pool: Vec<Pool> = (0..16)
+        .map(|k| {
+            (
+                traces(&shape, &mut rng, k),
+                logs(&shape, &mut rng, k),
+                metrics(&shape, &mut rng, k),
+            )
+        })
         .collect();
     let bodies: Arc<Vec<bytes::Bytes>> = Arc::new(
         pool.iter()
-            .map(|(t, l)| match a.signal {
+            .map(|(t, l, m)| match a.signal {
                 Signal::Traces => t.encode_to_vec().into(),
                 Signal::Logs => l.encode_to_vec().into(),
+                Signal::Metrics => m.encode_to_vec().into(),
             })
             .collect(),
     );
@@ -196,6 +212,7 @@ async fn main() -> Result<()> {
             let path = match a.signal {
                 Signal::Traces => "/v1/traces",
                 Signal::Logs => "/v1/logs",
+                Signal::Metrics => "/v1/metrics",
             };
             let url = format!("{}{path}", a.endpoint.trim_end_matches('/'));
             let ca = match &a.ca_file {
@@ -232,6 +249,11 @@ async fn main() -> Result<()> {
                     (Some(ch), Signal::Logs) => grpc_outcome(
                         LogsServiceClient::new(ch.clone())
                             .export(pool[i % pool.len()].1.clone())
+                            .await,
+                    ),
+                    (Some(ch), Signal::Metrics) => grpc_outcome(
+                        MetricsServiceClient::new(ch.clone())
+                            .export(pool[i % pool.len()].2.clone())
                             .await,
                     ),
                     (None, _) if tls_http.is_some() => {

@@ -26,6 +26,13 @@ pub trait Stage: Send {
     /// Passes on what is due at `now`, or everything when `now` is `None` (the pipeline is
     /// draining).
     fn flush(&mut self, _now: Option<Instant>, _out: &mut Out) {}
+
+    /// The signal of the requests this stage creates rather than passes on (alert log records
+    /// derived from metrics), if any: the pipeline counts those items in as new. Such a stage
+    /// must not take that signal in.
+    fn emits(&self) -> Option<sluice_config::Signal> {
+        None
+    }
 }
 
 /// The stage of a stateless [`Processor`]: items it removes are counted as dropped

@@ -14,3 +14,5 @@ pub use self::kafka::KafkaExporter;
 pub use blackhole::BlackholeExporter;
 pub use file::FileExporter;
 pub use otlp::OtlpExporter;
+
+pub mod tls;

@@ -206,13 +206,14 @@ fn tcp() -> HttpConnector {
     http
 }
 
+/// What [`grpc_connector`] returns: rustls over TCP, the URI's scheme forced to `https`.
+pub type GrpcConnector = tower::util::MapRequest<HttpsConnector<HttpConnector>, fn(Uri) -> Uri>;
+
 /// The gRPC connector for an `https://` endpoint: TLS (ALPN `h2`) whatever scheme the URI it is
 /// called with has. The channel is given the `http://` form of the endpoint, with the real one as
 /// its origin, so tonic's own TLS layer (compiled in when any crate enables a `tls-*` feature)
 /// never refuses or doubles it.
-pub fn grpc_connector(
-    tls: Option<&TlsClientConfig>,
-) -> Result<tower::util::MapRequest<HttpsConnector<HttpConnector>, fn(Uri) -> Uri>, TlsError> {
+pub fn grpc_connector(tls: Option<&TlsClientConfig>) -> Result<GrpcConnector, TlsError> {
     let https = HttpsConnectorBuilder::new()
         .with_tls_config(client_config(tls)?)
         .https_only()
@@ -350,4 +351,29 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_uris_and_missing_files() {
+        assert_eq!(as_http("https://gw:4317"), "http://gw:4317");
+        assert_eq!(as_http("HTTPS://gw"), "http://gw");
+        assert_eq!(as_http("http://gw:4317"), "http://gw:4317");
+        let u = force_https(Uri::from_static("http://gw:4317/x"));
+        assert_eq!(u.to_string(), "https://gw:4317/x");
+        let cfg = TlsClientConfig {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..Default::default()
+        };
+        let e = client_config(Some(&cfg)).map(|_| ()).unwrap_err();
+        assert_eq!(e.key(), "ca_file");
+        // Plain endpoints never need a trust store.
+        assert!(https_or_http("http://gw:4318", Some(&cfg), true).is_ok());
+        let p = problems("https://gw:4317", Some(&cfg));
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].0, "tls.ca_file");
+    }
 }

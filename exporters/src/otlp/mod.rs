@@ -51,7 +51,7 @@ enum Transport {
         encoding: Option<CompressionEncoding>,
     },
     Http {
-        client: HttpClient,
+        client: Box<HttpClient>,
         base: String,
         headers: http::HeaderMap,
         compression: Compression,
@@ -135,7 +135,7 @@ impl OtlpExporter {
                     .parse::<http::Uri>()
                     .map_err(|e| bad_endpoint(e.to_string()))?;
                 Transport::Http {
-                    client,
+                    client: Box::new(client),
                     base,
                     headers,
                     compression: cfg.compression,

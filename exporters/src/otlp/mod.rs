@@ -149,7 +149,12 @@ impl OtlpExporter {
 
 fn grpc_error(s: tonic::Status) -> ExportError {
     use tonic::Code;
-    let msg = format!("gRPC {:?}: {}", s.code(), s.message());
+    let mut msg = format!("gRPC {:?}: {}", s.code(), s.message());
+    // A transport failure's cause (refused connection, TLS alert, unknown issuer) is in the source.
+    if let Some(cause) = std::error::Error::source(&s) {
+        msg.push_str(": ");
+        msg.push_str(&tls::error_chain(cause));
+    }
     match s.code() {
         // A message over the server's size limit will not fit on a retry either.
         Code::ResourceExhausted if s.message().contains("too large") => {
@@ -242,7 +247,10 @@ impl Exporter for OtlpExporter {
                         grpc = grpc.send_compressed(*e).accept_compressed(*e);
                     }
                     grpc.ready().await.map_err(|e| {
-                        ExportError::retryable(format!("gRPC connection not ready: {e}"))
+                        ExportError::retryable(format!(
+                            "gRPC connection not ready: {}",
+                            tls::error_chain(&e)
+                        ))
                     })?;
                     let mut req = tonic::Request::new(batch.encode_protobuf());
                     *req.metadata_mut() = metadata.clone();

@@ -340,40 +340,21 @@ impl ServerCertVerifier for FixedName {
 /// An error with its causes (`client error (Connect): … invalid peer certificate: UnknownIssuer`):
 /// the top level of a client error alone rarely says what failed.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cur = s.source();
-    }
+    let mut out = String::new();
+    append_causes(&mut out, Some(e));
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grpc_uris_and_missing_files() {
-        assert_eq!(as_http("https://gw:4317"), "http://gw:4317");
-        assert_eq!(as_http("HTTPS://gw"), "http://gw");
-        assert_eq!(as_http("http://gw:4317"), "http://gw:4317");
-        let u = force_https(Uri::from_static("http://gw:4317/x"));
-        assert_eq!(u.to_string(), "https://gw:4317/x");
-        let cfg = TlsClientConfig {
-            ca_file: Some("/nonexistent/ca.pem".into()),
-            ..Default::default()
-        };
-        let e = client_config(Some(&cfg)).map(|_| ()).unwrap_err();
-        assert_eq!(e.key(), "ca_file");
-        // Plain endpoints never need a trust store.
-        assert!(https_or_http("http://gw:4318", Some(&cfg), true).is_ok());
-        let p = problems("https://gw:4317", Some(&cfg));
-        assert_eq!(p.len(), 1);
-        assert_eq!(p[0].0, "tls.ca_file");
+/// Appends `e` and its sources to `out` (`: `-separated), skipping texts `out` already holds.
+pub fn append_causes(out: &mut String, mut e: Option<&(dyn std::error::Error + 'static)>) {
+    while let Some(cur) = e {
+        let text = cur.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        e = cur.source();
     }
 }

@@ -151,10 +151,7 @@ fn grpc_error(s: tonic::Status) -> ExportError {
     use tonic::Code;
     let mut msg = format!("gRPC {:?}: {}", s.code(), s.message());
     // A transport failure's cause (refused connection, TLS alert, unknown issuer) is in the source.
-    if let Some(cause) = std::error::Error::source(&s) {
-        msg.push_str(": ");
-        msg.push_str(&tls::error_chain(cause));
-    }
+    tls::append_causes(&mut msg, std::error::Error::source(&s));
     match s.code() {
         // A message over the server's size limit will not fit on a retry either.
         Code::ResourceExhausted if s.message().contains("too large") => {

@@ -17,6 +17,12 @@ start=$(date +%s)
 step() { printf '\n== %s (%ss)\n' "$1" "$(( $(date +%s) - start ))"; }
 mkdir -p target
 
+step "system libraries for the build: OpenSSL headers and pkg-config (librdkafka's TLS; Debian)"
+# Before any background job: they may call apt-get too, which takes a lock.
+if ! pkg-config --exists openssl 2>/dev/null; then
+  apt-get update -qq && apt-get install -y -qq libssl-dev pkg-config
+fi
+
 step "Kafka broker (tansu from crates.io, once per machine): building in the background"
 nice -n 19 bash tests/kafka/setup.sh > target/kafka-setup.log 2>&1 &
 kafka_setup=$!

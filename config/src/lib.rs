@@ -6,9 +6,11 @@
 
 pub mod delivery;
 pub mod error;
+pub mod redact;
 pub mod retention;
 pub mod source;
 pub mod telemetry;
+pub mod tls;
 pub mod types;
 
 pub use delivery::{DeliveryConfig, QueueConfig, RetryConfig, SyncMode, WhenFull};
@@ -16,6 +18,7 @@ pub use error::{ConfigError, ConfigErrors};
 pub use retention::Retention;
 pub use source::Seg;
 pub use telemetry::{TelemetryConfig, TelemetryProtocol};
+pub use tls::TlsClientConfig;
 pub use types::{ByteSize, HumanDuration, ListenAddr};
 
 use serde::de::DeserializeOwned;

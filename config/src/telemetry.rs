@@ -75,8 +75,17 @@ impl TelemetryConfig {
                 "endpoint",
                 format!(
                     "expected a URL such as \"http://127.0.0.1:4317\", got {:?}",
-                    self.endpoint
+                    crate::redact::url(&self.endpoint)
                 ),
+            ));
+        } else if crate::tls::is_https(&self.endpoint) {
+            // The SDK's transports are built without TLS: refuse here rather than fail later.
+            out.push((
+                "endpoint",
+                "https:// is not supported for Sluice's own telemetry; send it to a local \
+                 collector over http:// (e.g. this Sluice's OTLP receiver, whose otlp exporter \
+                 can use TLS)"
+                    .to_owned(),
             ));
         }
         if self.interval.0.as_millis() < 100 {

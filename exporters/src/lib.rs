@@ -15,3 +15,5 @@ pub use self::kafka::KafkaExporter;
 pub use blackhole::BlackholeExporter;
 pub use file::FileExporter;
 pub use otlp::OtlpExporter;
+
+pub mod tls;

@@ -14,10 +14,13 @@ CHFRONT = ROOT / "tests" / "clickhouse" / "chfront.py"
 
 
 class ClickHouse:
-    def __init__(self, data_dir: pathlib.Path, port: int = 0):
+    def __init__(self, data_dir: pathlib.Path, port: int = 0, user: str | None = None, password: str | None = None):
+        """`user`/`password`: the only credentials the server accepts (default: `default`, no password)."""
         self.data_dir = data_dir
+        self.auth = {"X-ClickHouse-User": user, "X-ClickHouse-Key": password or ""} if user else {}
+        creds = ["--user", user, "--password", password or ""] if user else []
         self.log = data_dir.parent / (data_dir.name + ".log")
-        self.proc = subprocess.Popen([sys.executable, str(CHFRONT), "--port", str(port), "--data-dir", str(data_dir)],
+        self.proc = subprocess.Popen([sys.executable, str(CHFRONT), "--port", str(port), "--data-dir", str(data_dir), *creds],
                                      stdout=subprocess.PIPE, stderr=open(self.log, "wb"), text=True)
         ready, _, _ = select.select([self.proc.stdout], [], [], 60)
         line = self.proc.stdout.readline() if ready else ""
@@ -36,7 +39,7 @@ class ClickHouse:
                 self.proc.kill()
 
     def execute(self, sql: str) -> str:
-        req = urllib.request.Request(self.url + "/", data=sql.encode(), method="POST")
+        req = urllib.request.Request(self.url + "/", data=sql.encode(), method="POST", headers=self.auth)
         try:
             with urllib.request.urlopen(req, timeout=60) as r:
                 return r.read().decode()

@@ -20,17 +20,19 @@ def tansu_binary() -> str:
 class Kafka:
     """One tansu broker; `topic()` creates topics, `consume()` reads a topic from its start."""
 
-    def __init__(self, workdir: pathlib.Path, port: int | None = None):
+    def __init__(self, workdir: pathlib.Path, port: int | None = None, advertised_port: int | None = None):
+        """`advertised_port`: the port clients are told to use (a TLS terminator in front)."""
         self.bin = tansu_binary()
         self.port = port or free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
         url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{advertised_port or self.port}"
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "tansu.log"
         self.log = open(self.log_path, "wb")
         env = dict(os.environ, RUST_LOG=os.environ.get("TANSU_LOG", "warn"))
         self.proc = subprocess.Popen([self.bin, "broker", "--storage-engine", "memory://tansu/",
-                                      "--listener-url", url, "--advertised-listener-url", url],
+                                      "--listener-url", url, "--advertised-listener-url", advertised],
                                      stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -47,11 +49,14 @@ class Kafka:
         subprocess.run([self.bin, "topic", "create", name, "--broker", f"tcp://{self.bootstrap}",
                         "--partitions", str(partitions)], check=True, capture_output=True, timeout=30)
 
-    def consume(self, topic: str, want_items, timeout: float = 30.0) -> list:
-        """Messages of `topic` from the beginning until `want_items(messages)` is true."""
+    def consume(self, topic: str, want_items, timeout: float = 30.0, **extra) -> list:
+        """Messages of `topic` from the beginning until `want_items(messages)` is true; `extra`:
+        more consumer properties (`bootstrap.servers`, `security.protocol`, …)."""
         from confluent_kafka import Consumer, KafkaError
-        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"t-{time.time_ns()}",
-                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        conf = {"bootstrap.servers": self.bootstrap, "group.id": f"t-{time.time_ns()}",
+                "auto.offset.reset": "earliest", "enable.auto.commit": False}
+        conf.update({k.replace("_", "."): v for k, v in extra.items()})
+        c = Consumer(conf)
         c.subscribe([topic])
         got = []
         deadline = time.time() + timeout

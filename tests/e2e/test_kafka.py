@@ -152,3 +152,47 @@ retry = {{ initial_interval = "200ms", max_interval = "1s", max_elapsed = "60s" 
         assert sl.metric("sluice_dropped_items_total") == 0
     finally:
         k.stop()
+
+
+def test_kafka_over_tls(make_sluice, tmp_path):
+    """`tls = { ca_file }` → security.protocol = ssl through librdkafka's OpenSSL: the broker (tansu,
+    which has no TLS listener) sits behind a TLS terminator that it advertises, so every connection —
+    Sluice's producer and the checking consumer — goes through TLS; a producer with a wrong CA fails,
+    retries and counts every span."""
+    from tlsproxy import Pki, TlsProxy
+    from conftest import free_port
+    pki = Pki(tmp_path / "pki")
+    proxy_port = free_port()
+    kafka = Kafka(tmp_path / "kafka", advertised_port=proxy_port)
+    proxy = TlsProxy(pki, kafka.port, alpn=None, port=proxy_port)
+    try:
+        kafka.topic("otlp_spans")
+        tls_bootstrap = f"127.0.0.1:{proxy_port}"
+        sl = make_sluice("sidecar")
+        sl.start(sl.default_config(exporter=f"""type = "kafka"
+brokers = ["{tls_bootstrap}"]
+tls = {{ ca_file = "{pki.ca_file}" }}
+"""))
+        ids = send_spans(sl, 200)
+        got = kafka.consume("otlp_spans", lambda ms: len(spans_in(ms)) >= 200, **{
+            "bootstrap.servers": tls_bootstrap, "security.protocol": "ssl", "ssl.ca.location": str(pki.ca_file)})
+        assert {s.span_id.hex() for s in spans_in(got)} == ids
+        wait_for(lambda: sl.metric("sluice_exporter_sent_items_total", signal="traces") == 200, what="200 sent")
+        assert proxy.connections >= 2 and proxy.handshakes_failed == 0
+
+        other = Pki(tmp_path / "other", name="other-ca")
+        bad = make_sluice("wrong-ca")
+        bad.start(bad.default_config(exporter=f"""type = "kafka"
+brokers = ["{tls_bootstrap}"]
+timeout = "2s"
+tls = {{ ca_file = "{other.ca_file}" }}
+retry = {{ initial_interval = "200ms", max_elapsed = "3s" }}
+"""))
+        send_spans(bad, 20)
+        wait_for(lambda: bad.metric("sluice_exporter_failed_items_total", signal="traces") == 20,
+                 timeout=30, what="20 spans counted as failed")
+        assert bad.metric("sluice_exporter_sent_items_total", signal="traces") == 0
+        assert proxy.handshakes_failed >= 1
+    finally:
+        proxy.stop()
+        kafka.stop()

@@ -144,7 +144,7 @@ fn clickhouse_insert(c: &mut Criterion) {
     let addr = rt.block_on(null_http_server());
     let cfg: sluice_exporters::clickhouse::ClickhouseExporterConfig =
         toml::from_str(&format!("endpoint = \"http://{addr}\"")).unwrap();
-    let exporter = sluice_exporters::ClickhouseExporter::new(&cfg);
+    let exporter = sluice_exporters::ClickhouseExporter::new(&cfg).unwrap();
     let mut g = c.benchmark_group("clickhouse_insert");
     g.throughput(Throughput::Elements(40 * 100));
     let encoded = merged(true);

@@ -1,7 +1,7 @@
 //! ClickHouse exporter settings.
 
 use serde::Deserialize;
-use sluice_config::HumanDuration;
+use sluice_config::{HumanDuration, TlsClientConfig};
 
 /// ClickHouse insert compression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -55,8 +55,11 @@ impl Default for ChTables {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClickhouseExporterConfig {
-    /// HTTP interface, e.g. `http://127.0.0.1:8123`.
+    /// HTTP interface, e.g. `http://127.0.0.1:8123` or `https://ch:8443`; credentials in it
+    /// (`http://user:pass@host`) are taken out and sent like `username`/`password`.
     pub endpoint: String,
+    /// TLS settings for an `https://` endpoint (absent: the system's trust store).
+    pub tls: Option<TlsClientConfig>,
     /// Database (created when `create_schema`).
     #[serde(default = "default_ch_database")]
     pub database: String,

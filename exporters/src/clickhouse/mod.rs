@@ -19,6 +19,40 @@ use sluice_core::{BoxFuture, Coalesce, Delivered, ExportError, Exporter, Telemet
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Mutex;
 
+/// Errors building the exporter from its settings.
+#[derive(Debug, thiserror::Error)]
+pub enum ClickhouseExporterError {
+    /// The `tls` table does not make a TLS configuration.
+    #[error("tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+}
+
+/// The endpoint without the credentials written into it, and those credentials (percent-decoded):
+/// the `clickhouse` client sends credentials as headers, never in the URL, and the URL is logged.
+pub fn split_credentials(endpoint: &str) -> (String, Option<String>, Option<String>) {
+    let Ok(mut url) = url::Url::parse(endpoint) else {
+        return (endpoint.to_owned(), None, None);
+    };
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let user = Some(url.username()).filter(|u| !u.is_empty()).map(decode);
+    let password = url.password().map(decode);
+    if user.is_none() && password.is_none() {
+        return (endpoint.to_owned(), None, None);
+    }
+    // Both only fail for URLs that cannot carry credentials, which this one did.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    let mut clean = url.to_string();
+    if !endpoint.ends_with('/') && url.path() == "/" && url.query().is_none() {
+        clean.pop();
+    }
+    (clean, user, password)
+}
+
 /// Writes telemetry into ClickHouse.
 pub struct ClickhouseExporter {
     client: Client,
@@ -108,32 +142,40 @@ fn classify_code(e: clickhouse::error::Error) -> Failure {
 
 impl ClickhouseExporter {
     /// Builds the client; nothing is contacted until the first export.
-    pub fn new(cfg: &ClickhouseExporterConfig) -> Self {
-        let mut client = Client::default()
-            .with_url(cfg.endpoint.clone())
+    pub fn new(cfg: &ClickhouseExporterConfig) -> Result<Self, ClickhouseExporterError> {
+        let (endpoint, url_user, url_password) = split_credentials(&cfg.endpoint);
+        let connector = crate::tls::https_or_http(&endpoint, cfg.tls.as_ref(), false)?;
+        // ClickHouse closes idle keep-alive connections after 3 s: drop ours before that.
+        let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(2))
+            .build(connector);
+        let mut client = Client::with_http_client(http)
+            .with_url(endpoint.clone())
             .with_database(cfg.database.clone())
             .with_validation(false)
             .with_compression(match cfg.compression {
                 ChCompression::Lz4 => Compression::Lz4,
                 ChCompression::None => Compression::None,
             });
-        if let Some(u) = &cfg.username {
-            client = client.with_user(u.clone());
+        if let Some(u) = cfg.username.clone().or(url_user) {
+            client = client.with_user(u);
         }
-        if let Some(p) = &cfg.password {
-            client = client.with_password(p.clone());
+        if let Some(p) = cfg.password.clone().or(url_password) {
+            client = client.with_password(p);
         }
         if cfg.async_insert {
             client = client
                 .with_setting("async_insert", "1")
                 .with_setting("wait_for_async_insert", "1");
         }
-        Self {
+        let mut cfg = cfg.clone();
+        cfg.endpoint = endpoint;
+        Ok(Self {
             client,
-            cfg: cfg.clone(),
             schema_ready: AtomicBool::new(!cfg.create_schema),
             schema_lock: Mutex::new(()),
-        }
+            cfg,
+        })
     }
 
     async fn ensure_schema(&self) -> Result<(), ExportError> {
@@ -154,7 +196,7 @@ impl ClickhouseExporter {
             })?;
         }
         self.reconcile_ttl(&admin).await?;
-        tracing::info!(endpoint = %self.cfg.endpoint, database = %self.cfg.database, "ClickHouse schema ready");
+        tracing::info!(endpoint = %sluice_config::redact::url(&self.cfg.endpoint), database = %self.cfg.database, "ClickHouse schema ready");
         self.schema_ready.store(true, Ordering::Release);
         Ok(())
     }
@@ -292,10 +334,23 @@ impl ExporterKind for ClickhouseExporterConfig {
             problems.at(
                 "endpoint",
                 format!(
-                    "invalid endpoint {:?}; expected a URL such as \"http://127.0.0.1:8123\"",
-                    self.endpoint
+                    "invalid endpoint {:?}; expected a URL such as \"http://127.0.0.1:8123\" (https:// for TLS)",
+                    sluice_config::redact::url(&self.endpoint)
                 ),
             );
+        } else {
+            let (endpoint, user, password) = split_credentials(&self.endpoint);
+            if (user.is_some() && self.username.is_some())
+                || (password.is_some() && self.password.is_some())
+            {
+                problems.at(
+                    "endpoint",
+                    "holds credentials and username/password are set too; give them once",
+                );
+            }
+            for (key, msg) in crate::tls::problems(&endpoint, self.tls.as_ref()) {
+                problems.at(&key, msg);
+            }
         }
         let ident_ok =
             |s: &str| !s.is_empty() && s.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
@@ -320,7 +375,9 @@ impl ExporterKind for ClickhouseExporterConfig {
     }
 
     fn build(&self, _ctx: &ExporterContext<'_>) -> Result<Arc<dyn Exporter>, String> {
-        Ok(Arc::new(ClickhouseExporter::new(self)))
+        ClickhouseExporter::new(self)
+            .map(|e| Arc::new(e) as Arc<dyn Exporter>)
+            .map_err(|e| e.to_string())
     }
 }
 

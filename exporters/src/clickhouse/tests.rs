@@ -114,3 +114,26 @@ ttl = { traces = "7d", logs = "30d", metrics = "24h" }
         None
     );
 }
+
+/// Credentials in the URL are taken out of it (percent-decoded) and sent as user/password.
+#[test]
+fn credentials_leave_the_url() {
+    use super::split_credentials;
+    assert_eq!(
+        split_credentials("http://u:p%40ss@ch:8123"),
+        (
+            "http://ch:8123".to_owned(),
+            Some("u".to_owned()),
+            Some("p@ss".to_owned())
+        )
+    );
+    assert_eq!(
+        split_credentials("https://ch:8443/?x=1"),
+        ("https://ch:8443/?x=1".to_owned(), None, None)
+    );
+    let (url, user, password) = split_credentials("http://u@ch:8123/");
+    assert_eq!(
+        (url.as_str(), user.as_deref(), password),
+        ("http://ch:8123/", Some("u"), None)
+    );
+}

@@ -1,7 +1,7 @@
 //! Kafka exporter settings.
 
 use serde::Deserialize;
-use sluice_config::{ByteSize, HumanDuration, Signal};
+use sluice_config::{ByteSize, HumanDuration, Signal, TlsClientConfig};
 use std::collections::BTreeMap;
 
 /// How OTLP data is written into Kafka messages.
@@ -122,9 +122,63 @@ pub struct KafkaExporterConfig {
     /// How long a message may take to be acknowledged before the batch counts as failed.
     #[serde(default = "default_kafka_timeout")]
     pub timeout: HumanDuration,
-    /// Extra librdkafka producer properties, e.g. `{ "linger.ms" = "20" }`.
+    /// TLS to the brokers (`security.protocol = ssl`, or `sasl_ssl` with `sasl`); absent ca_file:
+    /// OpenSSL's default trust store. `server_name` is not supported by librdkafka.
+    pub tls: Option<TlsClientConfig>,
+    /// SASL authentication (`sasl_plaintext`, or `sasl_ssl` with `tls`).
+    pub sasl: Option<KafkaSasl>,
+    /// Extra librdkafka producer properties, e.g. `{ "linger.ms" = "20" }`; secret ones
+    /// (`sasl.password`, `ssl.key.password`, …) are never shown in logs or errors.
     #[serde(default)]
     pub producer: BTreeMap<String, String>,
+}
+
+/// SASL mechanism (what librdkafka supports without extra libraries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SaslMechanism {
+    /// Username and password in clear (use with `tls`).
+    #[serde(rename = "PLAIN")]
+    Plain,
+    /// SCRAM with SHA-256.
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    /// SCRAM with SHA-512.
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// librdkafka's `sasl.mechanism` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plain => "PLAIN",
+            Self::ScramSha256 => "SCRAM-SHA-256",
+            Self::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+/// SASL credentials (use `${KAFKA_PASSWORD}` to keep the password out of the file).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSasl {
+    /// Mechanism.
+    pub mechanism: SaslMechanism,
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for KafkaSasl {
+    /// Never prints the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSasl")
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .field("password", &sluice_config::redact::REDACTED)
+            .finish()
+    }
 }
 
 fn default_kafka_message_bytes() -> ByteSize {

@@ -203,3 +203,46 @@ fn logs_without_trace_ids_share_an_unkeyed_message_and_json_is_valid() {
         assert!(v["resourceLogs"].is_array());
     }
 }
+
+/// `tls`/`sasl` become librdkafka's properties, which librdkafka (built with OpenSSL) accepts;
+/// a librdkafka error about a secret property does not quote its value.
+#[test]
+fn tls_and_sasl_reach_librdkafka() {
+    let cfg: super::KafkaExporterConfig = toml::from_str(
+        r#"brokers = ["k:9093"]
+tls = { ca_file = "/etc/ca.pem", cert_file = "/c.pem", key_file = "/k.pem", insecure_skip_verify = true }
+sasl = { mechanism = "SCRAM-SHA-256", username = "u", password = "pw-secret" }
+producer = { "linger.ms" = "20" }"#,
+    )
+    .unwrap();
+    let c = super::client_config(&cfg);
+    let get = |k: &str| c.get(k).map(str::to_owned);
+    assert_eq!(get("security.protocol").as_deref(), Some("sasl_ssl"));
+    assert_eq!(get("ssl.ca.location").as_deref(), Some("/etc/ca.pem"));
+    assert_eq!(get("ssl.certificate.location").as_deref(), Some("/c.pem"));
+    assert_eq!(get("ssl.key.location").as_deref(), Some("/k.pem"));
+    assert_eq!(get("enable.ssl.certificate.verification").as_deref(), Some("false"));
+    assert_eq!(get("sasl.mechanism").as_deref(), Some("SCRAM-SHA-256"));
+    assert_eq!(get("sasl.password").as_deref(), Some("pw-secret"));
+    assert_eq!(get("linger.ms").as_deref(), Some("20"));
+    assert!(c.create_native_config().is_ok(), "librdkafka refused ssl/sasl properties");
+    assert!(!format!("{cfg:?}").contains("pw-secret"));
+
+    let mut plain = cfg.clone();
+    plain.tls = None;
+    assert_eq!(
+        super::client_config(&plain).get("security.protocol"),
+        Some("sasl_plaintext")
+    );
+    plain.sasl = None;
+    assert_eq!(super::client_config(&plain).get("security.protocol"), None);
+
+    let err = rdkafka::error::KafkaError::ClientConfig(
+        rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
+        "Invalid value \"pw-secret\" for configuration property \"sasl.password\"".into(),
+        "sasl.password".into(),
+        "pw-secret".into(),
+    );
+    let text = super::KafkaExporterError::Config(err).to_string();
+    assert!(!text.contains("pw-secret") && text.contains("sasl.password"), "{text}");
+}

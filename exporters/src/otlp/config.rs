@@ -1,7 +1,7 @@
 //! OTLP exporter settings.
 
 use serde::Deserialize;
-use sluice_config::HumanDuration;
+use sluice_config::{HumanDuration, TlsClientConfig};
 use std::collections::BTreeMap;
 
 /// OTLP exporter transport.
@@ -32,7 +32,8 @@ pub enum Compression {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpExporterConfig {
-    /// `http://host:4317` for gRPC, `http://host:4318` for HTTP (signal paths are appended).
+    /// `http://host:4317` for gRPC, `http://host:4318` for HTTP (signal paths are appended);
+    /// `https://` for TLS.
     pub endpoint: String,
     /// Transport.
     #[serde(default)]
@@ -46,8 +47,9 @@ pub struct OtlpExporterConfig {
     /// Extra request headers (e.g. authentication).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// TLS settings for an `https://` endpoint (absent: the system's trust store).
+    pub tls: Option<TlsClientConfig>,
 }
-
 
 fn default_otlp_timeout() -> HumanDuration {
     HumanDuration::from_secs(10)

@@ -18,12 +18,27 @@ use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
+use crate::tls;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use sluice_config::redact;
+
+/// The OTLP/HTTP client: hyper with rustls (plain TCP for `http://`).
+type HttpClient = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Largest response body read back (a partial-success message or an error text).
+const MAX_RESPONSE_BYTES: usize = 4 << 20;
+
 /// Errors building the exporter from its settings.
 #[derive(Debug, thiserror::Error)]
 pub enum OtlpExporterError {
-    /// The endpoint is not a usable URL.
+    /// The endpoint is not a usable URL (shown without its secrets).
     #[error("invalid endpoint {0:?}: {1}")]
     Endpoint(String, String),
+    /// The `tls` table does not make a TLS configuration.
+    #[error("tls: {0}")]
+    Tls(#[from] tls::TlsError),
     /// A header name or value is not valid.
     #[error("invalid header {0:?}")]
     Header(String),
@@ -36,10 +51,11 @@ enum Transport {
         encoding: Option<CompressionEncoding>,
     },
     Http {
-        client: reqwest::Client,
+        client: Box<HttpClient>,
         base: String,
-        headers: reqwest::header::HeaderMap,
+        headers: http::HeaderMap,
         compression: Compression,
+        timeout: Duration,
     },
 }
 
@@ -52,10 +68,25 @@ impl OtlpExporter {
     /// Builds the client; connections are made lazily, so a gateway that is down at start is fine.
     pub fn new(cfg: &OtlpExporterConfig) -> Result<Self, OtlpExporterError> {
         let timeout = cfg.timeout.0;
+        let bad_endpoint =
+            |e: String| OtlpExporterError::Endpoint(redact::url(&cfg.endpoint).into_owned(), e);
+        let https = sluice_config::tls::is_https(&cfg.endpoint);
         let transport = match cfg.protocol {
             OtlpProtocol::Grpc => {
-                let endpoint = Endpoint::from_shared(cfg.endpoint.clone())
-                    .map_err(|e| OtlpExporterError::Endpoint(cfg.endpoint.clone(), e.to_string()))?
+                // With TLS, tonic gets the http:// form and the real URL as origin; the
+                // connector does the TLS (see `tls::grpc_connector`).
+                let endpoint = Endpoint::from_shared(tls::as_http(&cfg.endpoint))
+                    .map_err(|e| bad_endpoint(e.to_string()))?;
+                let endpoint = if https {
+                    let origin = cfg
+                        .endpoint
+                        .parse::<http::Uri>()
+                        .map_err(|e| bad_endpoint(e.to_string()))?;
+                    endpoint.origin(origin)
+                } else {
+                    endpoint
+                };
+                let endpoint = endpoint
                     .timeout(timeout)
                     .connect_timeout(timeout.min(Duration::from_secs(5)))
                     .tcp_nodelay(true);
@@ -72,32 +103,43 @@ impl OtlpExporter {
                     Compression::Zstd => Some(CompressionEncoding::Zstd),
                     Compression::None => None,
                 };
+                let channel = if https {
+                    endpoint.connect_with_connector_lazy(tls::grpc_connector(cfg.tls.as_ref())?)
+                } else {
+                    endpoint.connect_lazy()
+                };
                 Transport::Grpc {
-                    channel: endpoint.connect_lazy(),
+                    channel,
                     metadata,
                     encoding,
                 }
             }
             OtlpProtocol::Http => {
-                let client = reqwest::Client::builder()
-                    .timeout(timeout)
-                    .build()
-                    .map_err(|e| {
-                        OtlpExporterError::Endpoint(cfg.endpoint.clone(), e.to_string())
-                    })?;
-                let mut headers = reqwest::header::HeaderMap::new();
+                let connector = tls::https_or_http(&cfg.endpoint, cfg.tls.as_ref(), true)?;
+                let client = hyper_util::client::legacy::Client::builder(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(connector);
+                let mut headers = http::HeaderMap::new();
                 for (k, v) in &cfg.headers {
-                    let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
+                    let name = http::HeaderName::from_bytes(k.as_bytes())
                         .map_err(|_| OtlpExporterError::Header(k.clone()))?;
-                    let val = reqwest::header::HeaderValue::from_str(v)
+                    let mut val = http::HeaderValue::from_str(v)
                         .map_err(|_| OtlpExporterError::Header(k.clone()))?;
+                    val.set_sensitive(redact::is_secret_name(k));
                     headers.insert(name, val);
                 }
+                let base = cfg.endpoint.trim_end_matches('/').to_owned();
+                format!("{base}{}", http_path(Signal::Traces))
+                    .parse::<http::Uri>()
+                    .map_err(|e| bad_endpoint(e.to_string()))?;
                 Transport::Http {
-                    client,
-                    base: cfg.endpoint.trim_end_matches('/').to_owned(),
+                    client: Box::new(client),
+                    base,
                     headers,
                     compression: cfg.compression,
+                    timeout,
                 }
             }
         };
@@ -107,7 +149,9 @@ impl OtlpExporter {
 
 fn grpc_error(s: tonic::Status) -> ExportError {
     use tonic::Code;
-    let msg = format!("gRPC {:?}: {}", s.code(), s.message());
+    let mut msg = format!("gRPC {:?}: {}", s.code(), s.message());
+    // A transport failure's cause (refused connection, TLS alert, unknown issuer) is in the source.
+    tls::append_causes(&mut msg, std::error::Error::source(&s));
     match s.code() {
         // A message over the server's size limit will not fit on a retry either.
         Code::ResourceExhausted if s.message().contains("too large") => {
@@ -200,7 +244,10 @@ impl Exporter for OtlpExporter {
                         grpc = grpc.send_compressed(*e).accept_compressed(*e);
                     }
                     grpc.ready().await.map_err(|e| {
-                        ExportError::retryable(format!("gRPC connection not ready: {e}"))
+                        ExportError::retryable(format!(
+                            "gRPC connection not ready: {}",
+                            tls::error_chain(&e)
+                        ))
                     })?;
                     let mut req = tonic::Request::new(batch.encode_protobuf());
                     *req.metadata_mut() = metadata.clone();
@@ -217,34 +264,52 @@ impl Exporter for OtlpExporter {
                     base,
                     headers,
                     compression,
+                    timeout,
                 } => {
                     let (body, enc) = compress(batch.encode_protobuf(), *compression)?;
-                    let mut req = client
-                        .post(format!("{base}{}", http_path(batch.signal())))
-                        .headers(headers.clone())
-                        .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
-                        .body(body);
+                    let mut req = http::Request::post(format!("{base}{}", http_path(batch.signal())))
+                        .header(http::header::CONTENT_TYPE, "application/x-protobuf");
                     if let Some(enc) = enc {
-                        req = req.header(reqwest::header::CONTENT_ENCODING, enc);
+                        req = req.header(http::header::CONTENT_ENCODING, enc);
                     }
-                    let resp = req
-                        .send()
-                        .await
-                        .map_err(|e| ExportError::retryable(format!("HTTP request failed: {e}")))?;
-                    let status = resp.status();
+                    let mut req = req.body(Full::new(body)).map_err(|e| {
+                        ExportError::permanent(format!("cannot build the request: {e}"))
+                    })?;
+                    req.headers_mut()
+                        .extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    let call = async {
+                        let resp = client.request(req).await.map_err(|e| {
+                            ExportError::retryable(format!(
+                                "HTTP request failed: {}",
+                                tls::error_chain(&e)
+                            ))
+                        })?;
+                        let (parts, body) = resp.into_parts();
+                        let body = Limited::new(body, MAX_RESPONSE_BYTES)
+                            .collect()
+                            .await
+                            .map(|c| c.to_bytes());
+                        Ok::<_, ExportError>((parts, body))
+                    };
+                    let (resp, body) = tokio::time::timeout(*timeout, call).await.map_err(|_| {
+                        ExportError::retryable(format!("HTTP request timed out after {timeout:?}"))
+                    })??;
+                    let status = resp.status;
                     if status.is_success() {
-                        return Ok(match resp.bytes().await {
+                        return Ok(match body {
                             Ok(body) => partial_success(batch.signal(), &body),
                             Err(_) => Delivered::ALL,
                         });
                     }
                     let retry_after = resp
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
+                        .headers
+                        .get(http::header::RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.trim().parse::<u64>().ok())
                         .map(Duration::from_secs);
-                    let text = resp.text().await.unwrap_or_default();
+                    let text = body
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .unwrap_or_default();
                     let message = format!(
                         "HTTP {status}: {}",
                         text.chars().take(512).collect::<String>()
@@ -274,8 +339,15 @@ impl ExporterKind for OtlpExporterConfig {
         if !(e.starts_with("http://") || e.starts_with("https://")) || e.len() <= "https://".len() {
             problems.at(
                 "endpoint",
-                format!("invalid endpoint {e:?}; expected a URL such as \"http://gateway:4317\""),
+                format!(
+                    "invalid endpoint {:?}; expected a URL such as \"http://gateway:4317\" (https:// for TLS)",
+                    redact::url(e)
+                ),
             );
+            return;
+        }
+        for (key, msg) in tls::problems(e, self.tls.as_ref()) {
+            problems.at(&key, msg);
         }
     }
 

@@ -2,11 +2,12 @@
 """Instructions per span of two Sluice binaries on the five blackhole rows of bench/run.py, counted
 under `valgrind --tool=callgrind` (instruction counts repeat to <1% between runs; CPU seconds on this
 shared 2-core VM vary by ±15–30%, too much to see a 3% cost). Each binary runs the blackhole pipeline
-while `sluice-loadgen` sends the row's shape at a fixed request rate; the whole process is counted,
-start-up included, so a fixed per-second cost weighs ~50× more per span than at full speed (valgrind
-slows Sluice that much): the difference is an upper bound.
+twice, while `sluice-loadgen` sends the row's shape at a low and at a high fixed request rate for the
+same time; the whole process is counted both times, so the difference divided by the difference in
+spans is the **marginal** cost of a span — start-up and per-second costs (timers, samplers) cancel out.
+The single-rate figure (whole process / spans at the high rate) is printed too.
 
-    .venv/bin/python bench/instructions.py --before OLD/sluice --after NEW/sluice [--seconds 15] [--rate 20]
+    .venv/bin/python bench/instructions.py --before OLD/sluice --after NEW/sluice [--seconds 15] [--rates 10,40]
 """
 
 import argparse
@@ -43,7 +44,7 @@ def run(work, name, binary, loadgen, row, seconds, rate):
     assert sl.stop(timeout=120) == 0
     totals = [line for line in out.read_text().splitlines() if line.startswith(("totals:", "summary:"))]
     instructions = int(totals[-1].split()[1])
-    return instructions / max(report["items_ok"], 1)
+    return instructions, report["items_ok"]
 
 
 def main():
@@ -51,21 +52,26 @@ def main():
     ap.add_argument("--before", required=True)
     ap.add_argument("--after", required=True)
     ap.add_argument("--seconds", type=int, default=15)
-    ap.add_argument("--rate", type=int, default=20, help="requests/s")
+    ap.add_argument("--rates", default="10,40", help="low,high requests/s")
     a = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = pathlib.Path(tmp)
         for row in ROWS:
-            per = {}
+            per, whole = {}, {}
+            lo, hi = (int(r) for r in a.rates.split(","))
             for label, binary in (("before", a.before), ("after", a.after)):
                 loadgen = str(pathlib.Path(binary).parent / "sluice-loadgen")
-                per[label] = run(work, f"{row[0]}-{label}", binary, loadgen, row, a.seconds, a.rate)
+                i_lo, s_lo = run(work, f"{row[0]}-{label}-lo", binary, loadgen, row, a.seconds, lo)
+                i_hi, s_hi = run(work, f"{row[0]}-{label}-hi", binary, loadgen, row, a.seconds, hi)
+                per[label] = (i_hi - i_lo) / max(s_hi - s_lo, 1)
+                whole[label] = i_hi / max(s_hi, 1)
             change = per["after"] / per["before"] - 1
             rows.append({"row": row[0], "before": round(per["before"]), "after": round(per["after"]),
-                         "change_percent": round(change * 100, 2)})
+                         "change_percent": round(change * 100, 2),
+                         "whole_process_per_span": {k: round(v) for k, v in whole.items()}})
             print(json.dumps(rows[-1]), flush=True)
-    print("| row | instructions/span before | after | change |")
+    print("| row | marginal instructions/span before | after | change |")
     print("|---|---:|---:|---:|")
     for r in rows:
         print(f"| {r['row']} | {r['before']:,} | {r['after']:,} | {r['change_percent']:+.2f}% |")

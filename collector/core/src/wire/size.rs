@@ -348,6 +348,9 @@ fn walk(buf: &[u8], shape: &Shape, depth: u32, total: &mut usize) {
             2 => super::varint(buf, &mut pos)
                 .and_then(|len| super::take(buf, &mut pos, len))
                 .map(Some),
+            // A group (deprecated, but `prost` skips unknown ones and decodes what follows: so
+            // must this walk, or a 2-byte group would hide everything after it).
+            3 => skip_group(buf, &mut pos, number, depth).map(|()| None),
             _ => return,
         };
         let Ok(body) = step else { return };
@@ -363,6 +366,40 @@ fn walk(buf: &[u8], shape: &Shape, depth: u32, total: &mut usize) {
             _ => 0,
         };
         *total = total.saturating_add(add);
+    }
+}
+
+/// Skips a group's fields up to its end-group tag, as `prost` skips an unknown group.
+fn skip_group(
+    buf: &[u8],
+    pos: &mut usize,
+    number: u32,
+    depth: u32,
+) -> Result<(), super::NeedsFullDecode> {
+    if depth > MAX_DEPTH {
+        return Err(super::NeedsFullDecode);
+    }
+    loop {
+        let key = super::varint(buf, pos)?;
+        let (inner, wire) = ((key >> 3) as u32, key & 7);
+        match wire {
+            0 => {
+                super::varint(buf, pos)?;
+            }
+            1 => {
+                super::take(buf, pos, 8)?;
+            }
+            5 => {
+                super::take(buf, pos, 4)?;
+            }
+            2 => {
+                let len = super::varint(buf, pos)?;
+                super::take(buf, pos, len)?;
+            }
+            3 => skip_group(buf, pos, inner, depth + 1)?,
+            4 if inner == number => return Ok(()),
+            _ => return Err(super::NeedsFullDecode),
+        }
     }
 }
 
@@ -446,6 +483,24 @@ mod tests {
             "{est} for {} bytes",
             req.len()
         );
+    }
+
+    #[test]
+    fn a_group_does_not_hide_what_follows_it() {
+        // Found by the fuzzer: an unknown group (field 14, start + end) between empty spans.
+        let mut scope = vec![0x12, 0x00, 0x73, 0x74];
+        for _ in 0..1000 {
+            scope.extend_from_slice(&[0x12, 0x00]);
+        }
+        let mut rs = vec![0x12];
+        prost::encoding::encode_varint(scope.len() as u64, &mut rs);
+        rs.extend_from_slice(&scope);
+        let mut req = vec![0x0a];
+        prost::encoding::encode_varint(rs.len() as u64, &mut req);
+        req.extend_from_slice(&rs);
+        let decoded = ExportTraceServiceRequest::decode(&req[..]).unwrap();
+        assert_eq!(decoded.resource_spans[0].scope_spans[0].spans.len(), 1001);
+        assert!(decoded_request_size(Signal::Traces, &req) >= 1001 * size_of::<trace::Span>());
     }
 
     #[test]

@@ -164,7 +164,8 @@ def test_five_thousand_idle_connections(make_sluice):
         pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {need}")
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))  # inherited by sluice
     sl = make_sluice("idle")
-    sl.start(sl.default_config(batch_timeout="50ms", receiver_extra=limits(header_read_timeout="60s", idle_timeout="60s")))
+    sl.start(sl.default_config(batch_timeout="50ms", service_extra='memory_limit = "256MiB"',
+                               receiver_extra=limits(header_read_timeout="60s", idle_timeout="60s")))
     socks = []
     try:
         worst = 0.0
@@ -182,7 +183,9 @@ def test_five_thousand_idle_connections(make_sluice):
             assert send(transport, sl, f"idle-{transport}", 20, scheme="http", timeout=10)
         wait_for(lambda: {f"idle-grpc-{i}" for i in range(20)} | {f"idle-http-{i}" for i in range(20)} <= names(sl), what="SDK spans")
         assert sl.metric("sluice_receiver_connections_refused_total") == 0
-        print(f"slowest /healthz with 5,000 idle connections: {worst * 1000:.0f} ms")
+        hwm = next(int(line.split()[1]) * 1024 for line in open(f"/proc/{sl.proc.pid}/status") if line.startswith("VmHWM:"))
+        assert hwm < (256 + 64) << 20, f"peak RSS {hwm >> 20} MiB with 5,000 idle connections"
+        print(f"slowest /healthz with 5,000 idle connections: {worst * 1000:.0f} ms; peak RSS {hwm >> 20} MiB")
     finally:
         for s in socks:
             s.close()

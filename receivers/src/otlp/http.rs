@@ -133,10 +133,21 @@ async fn decode_and_ingest(
             .and_then(|v| v.to_str().ok()),
     )
     .map_err(refuse)?;
+    // Charge what the client says it sends before reading it, so a flood of large bodies is
+    // refused before it is in memory (the charge is corrected once the body is read).
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0)
+        .min(limit);
+    let mut charge = st.ingest.admit(signal, declared).map_err(refuse)?;
     let raw = axum::body::to_bytes(body, limit)
         .await
         .map_err(|e| refuse(crate::ingest::body_error(&e, limit)))?;
-    let mut charge = st.ingest.admit(signal, raw.len()).map_err(refuse)?;
+    st.ingest
+        .resize(signal, &mut charge, raw.len(), "request body")
+        .map_err(refuse)?;
     let body = decompress(raw, enc, limit).map_err(refuse)?;
     st.ingest
         .resize(signal, &mut charge, body.len(), "decompressed body")

@@ -549,8 +549,16 @@ async fn serve_io<I, S, B>(
             let conn = $conn;
             tokio::pin!(conn);
             let mut closing: Option<Instant> = None;
+            // One timer for the connection's life: it is moved earlier when a deadline comes
+            // sooner, and re-armed only once it fired (an early wake just re-checks), so requests
+            // do not register and cancel timers (two wakes per request otherwise).
+            let sleep = tokio::time::sleep_until(next_wake(&state, &sh.limits, h2, None));
+            tokio::pin!(sleep);
             loop {
                 let wake = next_wake(&state, &sh.limits, h2, closing);
+                if sleep.is_elapsed() || wake < sleep.deadline() {
+                    sleep.as_mut().reset(wake);
+                }
                 tokio::select! {
                     r = conn.as_mut() => {
                         if let Err(e) = r {
@@ -563,7 +571,7 @@ async fn serve_io<I, S, B>(
                         closing = Some(Instant::now());
                     }
                     () = state.wake.notified() => {}
-                    () = tokio::time::sleep_until(wake) => {
+                    () = &mut sleep => {
                         let now = Instant::now();
                         if let Some(c) = closing {
                             if now >= c + sh.limits.request_timeout.0 {

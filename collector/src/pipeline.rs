@@ -105,7 +105,7 @@ async fn fan_out(pipeline: &str, exporters: &[ExporterQueue], env: Envelope, sta
                 let e = if i == last {
                     env.take()
                 } else {
-                    env.as_ref().map(Envelope::share)
+                    env.as_mut().map(Envelope::share)
                 };
                 let wait = if stalled.get(i).copied().unwrap_or(false) {
                     Wait::No

@@ -408,7 +408,7 @@ impl Ingest {
         let env = Envelope {
             data,
             items,
-            lease: Lease::of(Arc::new(charge)),
+            lease: Lease::charged(charge),
         };
         match input.send(env, self.timeout).await {
             Ok(()) => {

@@ -256,6 +256,16 @@ impl Charge {
     pub fn bytes(&self) -> usize {
         self.bytes
     }
+
+    /// Takes over `other`'s bytes when both are charged to the same budget (batching merges
+    /// data); otherwise gives `other` back.
+    pub fn merge(&mut self, mut other: Charge) -> Result<(), Charge> {
+        if !Arc::ptr_eq(&self.budget, &other.budget) {
+            return Err(other);
+        }
+        self.bytes += std::mem::take(&mut other.bytes);
+        Ok(())
+    }
 }
 
 impl Drop for Charge {

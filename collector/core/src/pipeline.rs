@@ -43,11 +43,11 @@ impl Envelope {
     }
 
     /// A copy for another consumer (fan-out): the lease is shared, not duplicated.
-    pub fn share(&self) -> Self {
+    pub fn share(&mut self) -> Self {
         Self {
             data: self.data.clone(),
             items: self.items,
-            lease: self.lease.clone(),
+            lease: self.lease.share(),
         }
     }
 }
@@ -131,7 +131,7 @@ impl PipelineInput {
             let e = if i == last {
                 env.take()
             } else {
-                env.as_ref().map(Envelope::share)
+                env.as_mut().map(Envelope::share)
             };
             if let Some(e) = e {
                 queued.get(signal).inc_by(e.items as i64);

@@ -386,13 +386,9 @@ impl Ingest {
         seen.insert(shown);
     }
 
-    /// Checks ids, then hands the request to every pipeline of its signal; `charge` (its memory)
-    /// goes with it until the last exporter is done with it.
-    pub async fn ingest(
-        &self,
-        mut data: Telemetry,
-        charge: Charge,
-    ) -> Result<Partial, IngestError> {
+    /// Checks ids (refusing, and counting, spans and records with invalid ones) and wraps the
+    /// request for the pipelines with its lease.
+    pub fn prepare(&self, mut data: Telemetry, lease: Lease) -> (Envelope, Partial) {
         let signal = data.signal();
         let partial = drop_invalid_ids(&mut data);
         if partial.rejected > 0 {
@@ -403,16 +399,35 @@ impl Ingest {
             tracing::debug!(receiver = %self.name, %signal, rejected = partial.rejected, "{}", partial.message);
         }
         let items = data.item_count();
+        (Envelope { data, items, lease }, partial)
+    }
+
+    /// Counts items the pipelines took.
+    pub fn accepted(&self, signal: Signal, items: u64) {
+        self.accepted.get(signal).inc_by(items);
+    }
+
+    /// How long one offer to the pipelines waits for room.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The pipelines as of now (a reload swaps them).
+    pub fn routes(&self) -> Arc<sluice_core::PipelineInput> {
+        self.routes.load_full()
+    }
+
+    /// Checks ids, then hands the request to every pipeline of its signal; `charge` (its memory)
+    /// goes with it until the last exporter is done with it.
+    pub async fn ingest(&self, data: Telemetry, charge: Charge) -> Result<Partial, IngestError> {
+        let signal = data.signal();
+        let (env, partial) = self.prepare(data, Lease::charged(charge));
+        let items = env.items;
         // The routes as of now: a reload swaps them for later requests, this one finishes here.
         let input = self.routes.load_full();
-        let env = Envelope {
-            data,
-            items,
-            lease: Lease::charged(charge),
-        };
         match input.send(env, self.timeout).await {
             Ok(()) => {
-                self.accepted.get(signal).inc_by(items);
+                self.accepted(signal, items);
                 Ok(partial)
             }
             Err(e) => {

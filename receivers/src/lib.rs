@@ -7,6 +7,7 @@ pub mod listener;
 sluice_core::components! {
     receiver otlp::OtlpReceiverConfig,
     receiver pprof::PprofReceiverConfig,
+    receiver kafka::KafkaReceiverConfig,
 }
 
 pub use otlp::OtlpReceiver;

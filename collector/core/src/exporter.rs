@@ -40,6 +40,9 @@ pub struct ExportError {
     /// The backend said it is overloaded (429/503, RESOURCE_EXHAUSTED, "too many parts"):
     /// samplers upstream shed load.
     pub throttled: bool,
+    /// The exporter already told the user about this condition once (a missing topic, say):
+    /// the retry loop logs its attempts at debug level instead of warning at every one.
+    pub reported: bool,
 }
 
 impl ExportError {
@@ -50,6 +53,7 @@ impl ExportError {
             message: message.into(),
             retry_after: None,
             throttled: false,
+            reported: false,
         }
     }
 
@@ -68,7 +72,14 @@ impl ExportError {
             message: message.into(),
             retry_after: None,
             throttled: false,
+            reported: false,
         }
+    }
+
+    /// Marks the error as already reported to the user (see [`Self::reported`]).
+    pub fn reported(mut self) -> Self {
+        self.reported = true;
+        self
     }
 }
 
@@ -909,7 +920,11 @@ async fn export_with_retry(
             Some(asked) => asked.min(retry.max_interval.0.max(wait)),
             None => ceiling.mul_f64(fastrand::f64()),
         };
-        tracing::warn!(exporter = %name, attempt, error = %err.message, retry_in = ?pause, "export failed; will retry");
+        if err.reported {
+            tracing::debug!(exporter = %name, attempt, error = %err.message, retry_in = ?pause, "export failed; will retry");
+        } else {
+            tracing::warn!(exporter = %name, attempt, error = %err.message, retry_in = ?pause, "export failed; will retry");
+        }
         match &stop {
             Some(stop) => {
                 tokio::select! {

@@ -1,6 +1,7 @@
 //! Sluice core: the data model ([`Telemetry`]), the component contracts, the channels between
 //! receivers, pipelines and exporters, and self-metrics. Every other crate builds on this one.
 
+pub mod ack;
 pub mod component;
 pub mod concurrency;
 pub mod disk_queue;
@@ -15,6 +16,7 @@ pub mod stage;
 pub mod telemetry;
 pub mod wire;
 
+pub use ack::AckLog;
 pub use exporter::{
     spawn_exporter, BoxFuture, Coalesce, Delivered, ExportError, Exporter, ExporterQueue,
 };
@@ -22,7 +24,7 @@ pub use lease::{Held, Lease};
 pub use load::{DownstreamLoad, LoadSignal};
 pub use memory::{Charge, MemoryBudget, OverBudget};
 pub use metrics::{DropReason, Metrics, PerSignal};
-pub use pipeline::{Envelope, PipelineInput, PipelineSender, Routes, SendError};
+pub use pipeline::{Envelope, PipelineInput, PipelineSender, Refused, Routes, SendError};
 pub use sluice_config::Signal;
 pub use stage::{Stage, Stateless};
 pub use telemetry::{Encoded, Telemetry, TelemetryError};

@@ -55,6 +55,8 @@ pub struct Metrics {
     receiver_refused_requests: Family<Labels, Counter>,
     receiver_connections_refused: Family<Labels, Counter>,
     receiver_connections: Family<Labels, Gauge>,
+    kafka_lag: Family<Labels, Gauge>,
+    kafka_unacked: Family<Labels, Gauge>,
     exporter_sent: Family<Labels, Counter>,
     exporter_failed: Family<Labels, Counter>,
     exporter_queue: Family<Labels, Gauge>,
@@ -93,6 +95,8 @@ impl Metrics {
         let receiver_refused_requests = Family::<Labels, Counter>::default();
         let receiver_connections_refused = Family::<Labels, Counter>::default();
         let receiver_connections = Family::<Labels, Gauge>::default();
+        let kafka_lag = Family::<Labels, Gauge>::default();
+        let kafka_unacked = Family::<Labels, Gauge>::default();
         let exporter_sent = Family::<Labels, Counter>::default();
         let exporter_failed = Family::<Labels, Counter>::default();
         let exporter_queue = Family::<Labels, Gauge>::default();
@@ -158,6 +162,16 @@ impl Metrics {
             receiver_connections.clone(),
         );
         registry.register(
+            "sluice_receiver_kafka_lag",
+            "Records on the broker after the consumer group's committed offset, per partition (librdkafka's consumer_lag)",
+            kafka_lag.clone(),
+        );
+        registry.register(
+            "sluice_receiver_kafka_unacknowledged",
+            "Records read from a partition and not yet delivered by every exporter (their offsets are not committed)",
+            kafka_unacked.clone(),
+        );
+        registry.register(
             "sluice_exporter_sent_items",
             "Items delivered by exporters",
             exporter_sent.clone(),
@@ -209,6 +223,8 @@ impl Metrics {
             receiver_refused_requests,
             receiver_connections_refused,
             receiver_connections,
+            kafka_lag,
+            kafka_unacked,
             exporter_sent,
             exporter_failed,
             exporter_queue,
@@ -330,6 +346,30 @@ impl Metrics {
     pub fn receiver_connections(&self, receiver: &str, listener: &str) -> Gauge {
         self.receiver_connections
             .get_or_create(&labels(&[("receiver", receiver), ("listener", listener)]))
+            .clone()
+    }
+
+    /// `sluice_receiver_kafka_lag{receiver,topic,partition}`.
+    pub fn kafka_lag(&self, receiver: &str, topic: &str, partition: i32) -> Gauge {
+        let p = partition.to_string();
+        self.kafka_lag
+            .get_or_create(&labels(&[
+                ("receiver", receiver),
+                ("topic", topic),
+                ("partition", &p),
+            ]))
+            .clone()
+    }
+
+    /// `sluice_receiver_kafka_unacknowledged{receiver,topic,partition}`.
+    pub fn kafka_unacked(&self, receiver: &str, topic: &str, partition: i32) -> Gauge {
+        let p = partition.to_string();
+        self.kafka_unacked
+            .get_or_create(&labels(&[
+                ("receiver", receiver),
+                ("topic", topic),
+                ("partition", &p),
+            ]))
             .clone()
     }
 

@@ -82,6 +82,15 @@ pub enum SendError {
     Closed(String),
 }
 
+/// A refused [`PipelineInput::offer`]: why, and the envelope, untouched.
+#[derive(Debug)]
+pub struct Refused {
+    /// Why it was refused.
+    pub error: SendError,
+    /// What was offered.
+    pub env: Envelope,
+}
+
 /// Everything one receiver feeds: per signal, the pipelines that take it.
 #[derive(Clone, Debug, Default)]
 pub struct PipelineInput {
@@ -102,10 +111,19 @@ impl PipelineInput {
     /// Hands `data` to every pipeline that carries its signal, or to none: room is reserved in all
     /// of them (waiting at most `timeout`) before anything is sent, so a refusal never duplicates.
     pub async fn send(&self, env: Envelope, timeout: Duration) -> Result<(), SendError> {
+        self.offer(env, timeout).await.map_err(|r| r.error)
+    }
+
+    /// [`Self::send`], giving the envelope back when it was refused, so a receiver that must not
+    /// let go of it (its lease carries an acknowledgement) can offer it again.
+    pub async fn offer(&self, env: Envelope, timeout: Duration) -> Result<(), Refused> {
         let signal = env.signal();
         let routes = &self.routes[signal.index()];
         if routes.is_empty() {
-            return Err(SendError::NoPipeline(signal));
+            return Err(Refused {
+                error: SendError::NoPipeline(signal),
+                env,
+            });
         }
         let deadline = tokio::time::Instant::now() + timeout;
         let mut permits = Vec::with_capacity(routes.len());
@@ -113,13 +131,26 @@ impl PipelineInput {
             let permit = match r.tx.try_reserve() {
                 Ok(p) => p,
                 Err(mpsc::error::TrySendError::Closed(())) => {
-                    return Err(SendError::Closed(r.name.clone()))
+                    return Err(Refused {
+                        error: SendError::Closed(r.name.clone()),
+                        env,
+                    })
                 }
                 Err(mpsc::error::TrySendError::Full(())) => {
                     match tokio::time::timeout_at(deadline, r.tx.reserve()).await {
                         Ok(Ok(p)) => p,
-                        Ok(Err(_)) => return Err(SendError::Closed(r.name.clone())),
-                        Err(_) => return Err(SendError::Full(r.name.clone())),
+                        Ok(Err(_)) => {
+                            return Err(Refused {
+                                error: SendError::Closed(r.name.clone()),
+                                env,
+                            })
+                        }
+                        Err(_) => {
+                            return Err(Refused {
+                                error: SendError::Full(r.name.clone()),
+                                env,
+                            })
+                        }
                     }
                 }
             };

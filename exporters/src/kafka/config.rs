@@ -1,19 +1,11 @@
 //! Kafka exporter settings.
 
 use serde::Deserialize;
-use sluice_config::{ByteSize, HumanDuration, Signal, TlsClientConfig};
+use sluice_config::{ByteSize, HumanDuration, TlsClientConfig};
+pub use sluice_kafka::{
+    CreateTopics, KafkaEncoding, KafkaSasl, KafkaTopics, SaslMechanism,
+};
 use std::collections::BTreeMap;
-
-/// How OTLP data is written into Kafka messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum KafkaEncoding {
-    /// The OTLP protobuf export request (what the OpenTelemetry Collector's Kafka receiver reads).
-    #[default]
-    OtlpProto,
-    /// OTLP/JSON.
-    OtlpJson,
-}
 
 /// Compression of Kafka record batches (done by the producer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -40,60 +32,6 @@ impl KafkaCompression {
             Self::Lz4 => "lz4",
         }
     }
-}
-
-/// Topic per signal.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaTopics {
-    /// Spans.
-    #[serde(default = "default_topic_traces")]
-    pub traces: String,
-    /// Metrics.
-    #[serde(default = "default_topic_metrics")]
-    pub metrics: String,
-    /// Logs.
-    #[serde(default = "default_topic_logs")]
-    pub logs: String,
-    /// Profiles.
-    #[serde(default = "default_topic_profiles")]
-    pub profiles: String,
-}
-
-impl Default for KafkaTopics {
-    fn default() -> Self {
-        Self {
-            traces: default_topic_traces(),
-            metrics: default_topic_metrics(),
-            logs: default_topic_logs(),
-            profiles: default_topic_profiles(),
-        }
-    }
-}
-
-impl KafkaTopics {
-    /// The topic of `signal`.
-    pub fn of(&self, signal: Signal) -> &str {
-        match signal {
-            Signal::Traces => &self.traces,
-            Signal::Metrics => &self.metrics,
-            Signal::Logs => &self.logs,
-            Signal::Profiles => &self.profiles,
-        }
-    }
-}
-
-fn default_topic_traces() -> String {
-    "otlp_spans".into()
-}
-fn default_topic_metrics() -> String {
-    "otlp_metrics".into()
-}
-fn default_topic_logs() -> String {
-    "otlp_logs".into()
-}
-fn default_topic_profiles() -> String {
-    "otlp_profiles".into()
 }
 
 /// Kafka exporter settings: an idempotent producer with `acks=all`.
@@ -127,58 +65,13 @@ pub struct KafkaExporterConfig {
     pub tls: Option<TlsClientConfig>,
     /// SASL authentication (`sasl_plaintext`, or `sasl_ssl` with `tls`).
     pub sasl: Option<KafkaSasl>,
+    /// Create missing topics at start through the admin API (for brokers that do not create
+    /// topics on first use); without it a missing topic is reported once and data stays queued.
+    pub create_topics: Option<CreateTopics>,
     /// Extra librdkafka producer properties, e.g. `{ "linger.ms" = "20" }`; secret ones
     /// (`sasl.password`, `ssl.key.password`, …) are never shown in logs or errors.
     #[serde(default)]
     pub producer: BTreeMap<String, String>,
-}
-
-/// SASL mechanism (what librdkafka supports without extra libraries).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum SaslMechanism {
-    /// Username and password in clear (use with `tls`).
-    #[serde(rename = "PLAIN")]
-    Plain,
-    /// SCRAM with SHA-256.
-    #[serde(rename = "SCRAM-SHA-256")]
-    ScramSha256,
-    /// SCRAM with SHA-512.
-    #[serde(rename = "SCRAM-SHA-512")]
-    ScramSha512,
-}
-
-impl SaslMechanism {
-    /// librdkafka's `sasl.mechanism` value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Plain => "PLAIN",
-            Self::ScramSha256 => "SCRAM-SHA-256",
-            Self::ScramSha512 => "SCRAM-SHA-512",
-        }
-    }
-}
-
-/// SASL credentials (use `${KAFKA_PASSWORD}` to keep the password out of the file).
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaSasl {
-    /// Mechanism.
-    pub mechanism: SaslMechanism,
-    /// User name.
-    pub username: String,
-    /// Password.
-    pub password: String,
-}
-
-impl std::fmt::Debug for KafkaSasl {
-    /// Never prints the password.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaSasl")
-            .field("mechanism", &self.mechanism)
-            .field("username", &self.username)
-            .field("password", &sluice_config::redact::REDACTED)
-            .finish()
-    }
 }
 
 fn default_kafka_message_bytes() -> ByteSize {

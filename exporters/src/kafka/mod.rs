@@ -17,8 +17,10 @@ pub mod config;
 pub use config::{
     KafkaCompression, KafkaEncoding, KafkaExporterConfig, KafkaSasl, KafkaTopics, SaslMechanism,
 };
-use sluice_config::redact;
 use sluice_config::Signal;
+use sluice_kafka::{describe, is_missing_topic, validate_create_topics, validate_topic, Connection};
+use std::collections::HashSet;
+use std::sync::Mutex;
 use sluice_core::component::{ExporterContext, ExporterKind, Problems};
 use std::sync::Arc;
 use sluice_core::{BoxFuture, Delivered, ExportError, Exporter, Telemetry};
@@ -32,27 +34,11 @@ pub enum KafkaExporterError {
     Config(#[from] KafkaError),
 }
 
-/// A librdkafka error as text, with the value of a secret property hidden (its configuration
-/// errors quote the value).
-fn describe(e: &KafkaError) -> String {
-    match e {
-        KafkaError::ClientConfig(_, desc, key, value) => {
-            if redact::is_secret_name(key) {
-                format!("invalid value for {key:?}")
-            } else {
-                format!("{desc} ({key} = {value:?})")
-            }
-        }
-        other => other.to_string(),
-    }
-}
-
-/// The librdkafka properties of the settings: Sluice's defaults, then `tls`/`sasl`, then the
-/// user's `producer` table (which wins).
+/// The librdkafka properties of the settings: the connection (brokers, `tls`, `sasl`), Sluice's
+/// producer defaults, then the user's `producer` table (which wins).
 pub fn client_config(cfg: &KafkaExporterConfig) -> ClientConfig {
-    let mut client = ClientConfig::new();
+    let mut client = connection(cfg).client_config();
     client
-        .set("bootstrap.servers", cfg.brokers.join(","))
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("compression.type", cfg.compression.as_str())
@@ -68,48 +54,28 @@ pub fn client_config(cfg: &KafkaExporterConfig) -> ClientConfig {
         // Sluice's own queue holds the backlog; librdkafka's only smooths sending (its 1 GiB
         // default would hide back-pressure and inflate memory).
         .set("queue.buffering.max.kbytes", "32768");
-    let protocol = match (&cfg.tls, &cfg.sasl) {
-        (None, None) => None,
-        (Some(_), None) => Some("ssl"),
-        (None, Some(_)) => Some("sasl_plaintext"),
-        (Some(_), Some(_)) => Some("sasl_ssl"),
-    };
-    if let Some(p) = protocol {
-        client.set("security.protocol", p);
-    }
-    if let Some(t) = &cfg.tls {
-        let path = |p: &std::path::PathBuf| p.to_string_lossy().into_owned();
-        if let Some(ca) = &t.ca_file {
-            client.set("ssl.ca.location", path(ca));
-        }
-        if let Some(cert) = &t.cert_file {
-            client.set("ssl.certificate.location", path(cert));
-        }
-        if let Some(key) = &t.key_file {
-            client.set("ssl.key.location", path(key));
-        }
-        if t.insecure_skip_verify {
-            client
-                .set("enable.ssl.certificate.verification", "false")
-                .set("ssl.endpoint.identification.algorithm", "none");
-        }
-    }
-    if let Some(s) = &cfg.sasl {
-        client
-            .set("sasl.mechanism", s.mechanism.as_str())
-            .set("sasl.username", s.username.clone())
-            .set("sasl.password", s.password.clone());
-    }
     for (k, v) in &cfg.producer {
         client.set(k, v);
     }
     client
 }
 
+fn connection(cfg: &KafkaExporterConfig) -> Connection<'_> {
+    Connection {
+        brokers: &cfg.brokers,
+        tls: cfg.tls.as_ref(),
+        sasl: cfg.sasl.as_ref(),
+    }
+}
+
 /// Produces batches to Kafka.
 pub struct KafkaExporter {
     producer: FutureProducer,
     cfg: KafkaExporterConfig,
+    /// Topics known to exist (created, or produced to successfully).
+    ready: Mutex<HashSet<String>>,
+    /// Topics already reported missing (reported once).
+    missing: Mutex<HashSet<String>>,
 }
 
 /// Bytes a record adds around its value (headers, key, batch framing), kept free below the
@@ -123,8 +89,50 @@ impl KafkaExporter {
         Ok(Self {
             producer: client.create()?,
             cfg: cfg.clone(),
+            ready: Mutex::default(),
+            missing: Mutex::default(),
         })
     }
+
+    /// With `create_topics`, creates `topic` before the first message to it.
+    async fn ensure_topic(&self, topic: &str) -> Result<(), ExportError> {
+        let Some(spec) = self.cfg.create_topics else {
+            return Ok(());
+        };
+        if lock(&self.ready).contains(topic) {
+            return Ok(());
+        }
+        sluice_kafka::create_topics(&connection(&self.cfg).client_config(), &[topic], spec)
+            .await
+            .map_err(ExportError::retryable)?;
+        lock(&self.ready).insert(topic.to_owned());
+        Ok(())
+    }
+
+    async fn topic_is_missing(&self, topic: &str) -> bool {
+        let (producer, topic) = (self.producer.clone(), topic.to_owned());
+        tokio::task::spawn_blocking(move || {
+            sluice_kafka::topic_is_missing(producer.client(), &topic)
+        })
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+    }
+
+    /// A missing topic is said once, clearly; the batch stays queued and is retried quietly.
+    fn missing_topic(&self, topic: &str, e: &KafkaError) -> ExportError {
+        let first = lock(&self.missing).insert(topic.to_owned());
+        let msg = format!("Kafka topic {topic:?} does not exist: {e}");
+        if first {
+            tracing::error!(%topic, brokers = %self.cfg.brokers.join(","), "Kafka topic {topic:?} does not exist and the brokers do not create topics on first use; data for it stays queued and is retried. Create the topic (e.g. kafka-topics.sh --create --topic {topic}), or set create_topics = {{ partitions = N, replication_factor = R }} on this exporter");
+        }
+        ExportError::retryable(msg).reported()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Maps a delivery error to what the worker should do.
@@ -165,6 +173,7 @@ impl Exporter for KafkaExporter {
                 );
             }
             let topic = self.cfg.topics.of(batch.signal());
+            self.ensure_topic(topic).await?;
             let sends = split.messages.iter().map(|m| {
                 let mut record = FutureRecord::<str, [u8]>::to(topic).payload(&m.value[..]);
                 if let Some(k) = &m.key {
@@ -175,7 +184,16 @@ impl Exporter for KafkaExporter {
             });
             let results = futures::future::join_all(sends).await;
             if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
+                // librdkafka reports a missing topic as a timeout when `timeout` is shorter than
+                // its metadata wait: ask the brokers.
+                let timed_out = e.0.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageTimedOut);
+                if is_missing_topic(&e.0) || (timed_out && self.topic_is_missing(topic).await) {
+                    return Err(self.missing_topic(topic, &e.0));
+                }
                 return Err(classify(&e.0));
+            }
+            if lock(&self.missing).remove(topic) {
+                tracing::info!(%topic, "Kafka topic exists now; queued data flows again");
             }
             Ok(Delivered {
                 rejected: split.oversize,
@@ -199,33 +217,9 @@ impl ExporterKind for KafkaExporterConfig {
     const DEFAULT_CONCURRENCY: usize = 8;
 
     fn validate(&self, problems: &mut Problems) {
-        if self.brokers.is_empty() {
-            problems.at(
-                "brokers",
-                "lists no brokers; expected addresses such as [\"kafka-1:9092\"]",
-            );
-        }
-        for (i, b) in self.brokers.iter().enumerate() {
-            let ok = b
-                .rsplit_once(':')
-                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
-            if !ok {
-                problems.at(
-                    &format!("brokers[{i}]"),
-                    format!("invalid broker {b:?}; expected host:port such as \"kafka-1:9092\""),
-                );
-            }
-        }
+        connection(self).validate("producer", &self.producer, problems);
         if let Some(t) = &self.tls {
-            for (k, m) in t.problems() {
-                problems.at(&format!("tls.{k}"), m);
-            }
-            if t.server_name.is_some() {
-                problems.at(
-                    "tls.server_name",
-                    "is not supported by librdkafka; list the brokers by the names in their certificates",
-                );
-            } else if t.problems().is_empty() {
+            if t.server_name.is_none() && t.problems().is_empty() {
                 // Parse the files now (the same PEM files librdkafka will load).
                 if let Err(e) = crate::tls::client_config(Some(t)) {
                     match e.key() {
@@ -233,18 +227,6 @@ impl ExporterKind for KafkaExporterConfig {
                         k => problems.at(&format!("tls.{k}"), e.to_string()),
                     }
                 }
-            }
-        }
-        if self.sasl.as_ref().is_some_and(|s| s.username.is_empty()) {
-            problems.at("sasl.username", "is empty");
-        }
-        let managed = ["security.protocol", "sasl.mechanism", "sasl.username", "sasl.password"];
-        if self.tls.is_some() || self.sasl.is_some() {
-            for k in self.producer.keys().filter(|k| managed.contains(&k.as_str())) {
-                problems.at(
-                    &format!("producer.{k}"),
-                    "is set by the tls/sasl tables; set it in one place",
-                );
             }
         }
         // librdkafka checks every property name and value (not files or brokers) without a client.
@@ -255,16 +237,10 @@ impl ExporterKind for KafkaExporterConfig {
             problems.at("max_message_bytes", "must be at least 1KiB");
         }
         for s in Signal::ALL {
-            let t = self.topics.of(s);
-            let ok = !t.is_empty()
-                && t.len() <= 249
-                && t.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-            if !ok {
-                problems.at(
-                    &format!("topics.{s}"),
-                    format!("invalid topic {t:?}; expected letters, digits, '.', '_' or '-' (at most 249)"),
-                );
-            }
+            validate_topic(&format!("topics.{s}"), self.topics.of(s), problems);
+        }
+        if let Some(c) = &self.create_topics {
+            validate_create_topics(c, problems);
         }
     }
 

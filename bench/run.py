@@ -51,6 +51,10 @@ SCENARIOS = [
     ("grpc-attrs10-100-otlp", "grpc", 100, ATTRS10, "otlp", 0),
     ("http-attrs10-512-clickhouse", "http", 512, ATTRS10, "clickhouse", 0),
     ("grpc-attrs10-100-kafka", "grpc", 100, ATTRS10, "kafka", 0),
+    # Issue 13: the measured Sluice reads Kafka (consumer group, offsets committed once delivered,
+    # so every record carries an acknowledgement) into a blackhole; the load generator feeds a
+    # sidecar Sluice whose kafka exporter fills the topic (4 partitions).
+    ("kafka-receiver-attrs10-100", "grpc", 100, ATTRS10, "kafka-receiver", 0),
     ("grpc-attrs10-fixed-10k", "grpc", 100, ATTRS10, "blackhole", 100),
     # 2× overload: 1,000 requests/s of 100 spans into a 50,000 spans/s backend, for 60 s (--overload).
     ("grpc-attrs10-overload-2x", "grpc", 100, ATTRS10, "overload", 1000),
@@ -123,6 +127,10 @@ def config(sl, kind, data_dir, downstream=None, ch_url=None, kafka=None, tls=Non
     elif kind.startswith("persistent"):
         sync = "always" if kind == "persistent-always" else "interval"
         exporter = f'type = "blackhole"\nqueue = {{ persistent = true, max_bytes = "2GiB", sync = "{sync}" }}'
+    receivers = '["otlp"]'
+    if kind == "kafka-receiver":
+        receivers = '["kafka"]'
+        extra += f'[receivers.kafka]\ntype = "kafka"\nbrokers = ["{kafka}"]\ngroup_id = "bench"\n'
     storage = f'storage_dir = "{data_dir}"' if kind.startswith("persistent") else ""
     telemetry = ""
     if SELF_TELEMETRY:
@@ -147,7 +155,7 @@ timeout = "200ms"
 {exporter}
 [pipelines.{signal}]
 signals = ["{signal}"]
-receivers = ["otlp"]
+receivers = {receivers}
 processors = {processors}
 exporters = ["out"]
 """
@@ -196,22 +204,28 @@ def run(name, protocol, per_req, shape, kind, rate, seconds, work):
     if kind == "clickhouse":
         from chfront import ClickHouse
         ch = ClickHouse(work / (name + "-ch"))
-    if kind == "kafka":
+    feed = None
+    if kind in ("kafka", "kafka-receiver"):
         from kafka import Kafka
         kf = Kafka(work / (name + "-kafka"))
         kf.topic("otlp_spans", partitions=4)
         extra_procs.append(kf)
+    if kind == "kafka-receiver":
+        feed = Sluice(work, name + "-sidecar")
+        feed.start(config(feed, "kafka", None, kafka=kf.bootstrap), prefix=pinned([], 1), binary=SLUICE)
+        extra_procs.insert(0, feed)
     ca = tls = None
     if kind == "blackhole-tls":
         from listener_certs import CA
         ca = CA(work / (name + "-pki"))
         tls = ca.issue("server")[:2]
     cfg = config(sl, kind, sl.dir / "data", downstream, ch.url if ch else None,
-                 kf.bootstrap if kind == "kafka" else None, tls)
+                 kf.bootstrap if kind in ("kafka", "kafka-receiver") else None, tls)
     # Sluice on core 0; taskset execs it, so the pid is Sluice's own.
     sl.start(cfg, prefix=pinned([], 0), binary=SLUICE)
     pid = sl.proc.pid
-    endpoint = f"{'https' if ca else 'http'}://127.0.0.1:{sl.grpc if protocol == 'grpc' else sl.http}"
+    target = feed or sl
+    endpoint = f"{'https' if ca else 'http'}://127.0.0.1:{target.grpc if protocol == 'grpc' else target.http}"
     before_cpu, before_items = cpu_seconds(pid), sl.metric("sluice_receiver_accepted_items_total")
     before_written = written_bytes(pid)
     signal = "metrics" if kind.startswith("metrics") else "traces"
@@ -229,6 +243,13 @@ def run(name, protocol, per_req, shape, kind, rate, seconds, work):
     if out.returncode != 0:
         raise RuntimeError(f"loadgen failed: {out.stderr}")
     lg = json.loads(out.stdout.strip().splitlines()[-1])
+    if feed:
+        # Until the measured Sluice took everything the sidecar put on the topic.
+        produced = feed.metric("sluice_exporter_sent_items_total")
+        deadline = time.time() + 120
+        while time.time() < deadline and sl.metric("sluice_receiver_accepted_items_total") - before_items < produced:
+            time.sleep(0.2)
+            produced = feed.metric("sluice_exporter_sent_items_total")
     cpu = cpu_seconds(pid) - before_cpu
     items = sl.metric("sluice_receiver_accepted_items_total") - before_items
     rss = peak_rss_mib(pid)

@@ -54,6 +54,8 @@ BROKEN = {
     "bad telemetry protocol": ('admin = "127.0.0.1:13999"', 'admin = "127.0.0.1:13999"\n[service.telemetry]\nendpoint = "http://c:4317"\nprotocol = "udp"', 5, "service.telemetry.protocol", "expected `grpc` or `http`"),
     "short retention": ('type = "file"\npath = "/tmp/sluice-validate-test"', 'type = "clickhouse"\nendpoint = "http://ch:8123"\nttl = { traces = "7d", logs = "10m" }', 20, "exporters.out.ttl.logs", "at least 1h"),
     "bad retention key": ('type = "file"\npath = "/tmp/sluice-validate-test"', 'type = "clickhouse"\nendpoint = "http://ch:8123"\nttl = { spans = "7d" }', 20, "exporters.out.ttl.spans", "unknown field `spans`"),
+    "kafka dead letter loop": ('[processors.batch]', '[receivers.k]\ntype = "kafka"\nbrokers = ["k:9092"]\ndead_letter_topic = "otlp_spans"\n\n[processors.batch]', 12, "receivers.k.dead_letter_topic", "come back forever"),
+    "kafka zero partitions": ('[processors.batch]', '[receivers.k]\ntype = "kafka"\nbrokers = ["k:9092"]\ncreate_topics = { partitions = 0 }\n\n[processors.batch]', 12, "receivers.k.create_topics.partitions", "at least 1"),
     "delete with value": ('action = "insert"', 'action = "delete"', 15, "processors.tag.actions[0].value", "no `value`"),
 }
 

@@ -191,8 +191,9 @@ impl Shared {
     }
 
     /// The offsets to commit now: for each partition (or only `only`), the record after the last
-    /// one delivered with everything before it, if that moved since the last commit.
-    fn to_commit(&self, only: Option<&TopicPartitionList>) -> TopicPartitionList {
+    /// one delivered with everything before it, if that moved since the last commit (or, with
+    /// `again`, also if it did not: an asynchronous commit may have failed unseen).
+    fn to_commit(&self, only: Option<&TopicPartitionList>, again: bool) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::new();
         let mut parts = self.parts();
         let wanted: Option<Vec<PartKey>> = only.map(|l| {
@@ -215,7 +216,7 @@ impl Shared {
                 .kafka_unacked(&self.name, topic, *partition)
                 .set(part.log.pending() as i64);
             if let Some(x) = part.settled {
-                if part.committed != Some(x)
+                if (again || part.committed != Some(x))
                     && tpl
                         .add_partition_offset(topic, *partition, Offset::Offset(x + 1))
                         .is_ok()
@@ -257,7 +258,7 @@ impl ConsumerContext for Ctx {
         if let Rebalance::Revoke(revoked) = rebalance {
             // What was delivered of the partitions leaving this member is committed before
             // another member starts on them.
-            let tpl = self.0.to_commit(Some(revoked));
+            let tpl = self.0.to_commit(Some(revoked), true);
             if tpl.count() > 0 {
                 if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
                     self.0.commit_failed(&e);
@@ -559,7 +560,7 @@ impl KafkaReceiver {
     /// Commits what was delivered since the last commit, and resumes paused partitions whose
     /// records in flight fell to half the limit.
     fn commit(&self, mode: CommitMode) {
-        let tpl = self.shared.to_commit(None);
+        let tpl = self.shared.to_commit(None, matches!(mode, CommitMode::Sync));
         if tpl.count() > 0 {
             if let Err(e) = self.consumer.commit(&tpl, mode) {
                 self.shared.commit_failed(&e);

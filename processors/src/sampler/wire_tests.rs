@@ -568,7 +568,7 @@ impl LogDecider for Everything {
             return LogEdit::Drop;
         }
         value.clear();
-        value.push_str("c");
+        value.push('c');
         LogEdit::SetAttribute
     }
 }

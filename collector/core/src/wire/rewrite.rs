@@ -84,7 +84,7 @@ impl<'a> Fields<'a> {
 #[inline]
 fn varint_len(v: u64) -> usize {
     // 1 byte per 7 bits, at least one.
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 #[inline]
@@ -134,25 +134,30 @@ fn open(out: &mut Vec<u8>, number: u32, hint: usize) -> Open {
     }
 }
 
+/// The bytes of `v` as a varint.
+fn varint_bytes(v: u64) -> impl Iterator<Item = u8> {
+    let n = varint_len(v);
+    (0..n).map(move |i| {
+        let b = (v >> (7 * i)) as u8 & 0x7f;
+        if i + 1 < n {
+            b | 0x80
+        } else {
+            b
+        }
+    })
+}
+
 /// Writes the length prefix of `o`, moving its payload when the room left was not the right size.
 fn close(out: &mut Vec<u8>, o: &Open) {
-    let len = out.len() - o.body_at;
-    let mut prefix = [0u8; 10];
-    let mut n = 0;
-    let mut v = len as u64;
-    while v >= 0x80 {
-        prefix[n] = (v as u8) | 0x80;
-        v >>= 7;
-        n += 1;
-    }
-    prefix[n] = v as u8;
-    n += 1;
-    if n != o.body_at - o.room_at {
+    let len = (out.len() - o.body_at) as u64;
+    if varint_len(len) != o.body_at - o.room_at {
         // The payload's length needs a different number of bytes than the hint did (it shrank
         // or grew past a 7-bit boundary): the payload moves once.
-        out.splice(o.room_at..o.body_at, prefix[..n].iter().copied());
-    } else if let Some(dst) = out.get_mut(o.room_at..o.body_at) {
-        dst.copy_from_slice(&prefix[..n]);
+        out.splice(o.room_at..o.body_at, varint_bytes(len));
+    } else if let Some(room) = out.get_mut(o.room_at..o.body_at) {
+        for (dst, b) in room.iter_mut().zip(varint_bytes(len)) {
+            *dst = b;
+        }
     }
 }
 
@@ -564,6 +569,82 @@ fn write_log<D: LogDecider>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
+
+    /// Keeps spans whose trace id starts with an even byte, setting their state to "s<byte>".
+    struct Even;
+    impl SpanDecider for Even {
+        type Group = ();
+        fn resource(&mut self, _: ResourceRef<'_>) -> Result<(), NeedsFullDecode> {
+            Ok(())
+        }
+        fn span(&mut self, _: &(), span: SpanRef<'_>, state: &mut String) -> SpanEdit {
+            match span.trace_id.first() {
+                Some(b) if b % 2 == 0 => {
+                    *state = format!("s{b}");
+                    SpanEdit::SetTraceState
+                }
+                _ => SpanEdit::Drop,
+            }
+        }
+    }
+
+    #[test]
+    fn kept_spans_are_restamped_and_emptied_containers_removed() {
+        let span = |i: u8, state: &str| Span {
+            trace_id: vec![i; 16],
+            span_id: vec![i; 8],
+            trace_state: state.into(),
+            name: "x".repeat(usize::from(i) * 10),
+            kind: 1,
+            ..Default::default()
+        };
+        let rs = |spans: Vec<Span>| ResourceSpans {
+            scope_spans: vec![
+                ScopeSpans {
+                    spans,
+                    ..Default::default()
+                },
+                ScopeSpans::default(),
+            ],
+            schema_url: "r".into(),
+            ..Default::default()
+        };
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![
+                rs((0..30)
+                    .map(|i| span(i, if i % 3 == 0 { "" } else { "a=b" }))
+                    .collect()),
+                rs(vec![span(1, ""), span(3, "")]),
+            ],
+        };
+        let mut out = Vec::new();
+        let counts = retain_spans(&req.encode_to_vec(), &mut out, &mut Even).unwrap();
+        assert_eq!(counts, Counts { seen: 32, kept: 15 });
+        assert_eq!(
+            super::super::check(sluice_config::Signal::Traces, &out),
+            Ok(15)
+        );
+        let got = ExportTraceServiceRequest::decode(&out[..]).unwrap();
+        let expected = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: (0..30)
+                        .filter(|i| i % 2 == 0)
+                        .map(|i| span(i, &format!("s{i}")))
+                        .collect(),
+                    ..Default::default()
+                }],
+                schema_url: "r".into(),
+                ..Default::default()
+            }],
+        };
+        assert_eq!(got, expected);
+        // Canonical field order is kept: re-encoding the decoded result gives the same bytes.
+        assert_eq!(got.encode_to_vec(), out);
+    }
 
     #[test]
     fn varint_lengths_match_the_encoding() {

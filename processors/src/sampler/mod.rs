@@ -4,6 +4,10 @@
 //! Decisions are lock-free: the hot path reads one atomic threshold (and, with a per-service
 //! floor, an `ArcSwap`ed map). A control task recomputes the probability every `interval` from
 //! the input rate and the exporters' [`LoadSignal`]s. Metrics and profiles pass through untouched.
+//!
+//! Requests still encoded (checked at the door by the wire walker) are sampled on the wire with
+//! `sluice_core::wire::rewrite` and stay encoded: the same `decide` per span, dropped spans
+//! skipped unread, kept ones copied (re-stamped when their trace state changes).
 
 pub mod controller;
 pub mod threshold;
@@ -242,8 +246,9 @@ impl AdaptiveSampler {
 
     /// Samples a request that is still encoded, on the wire: the same decisions, trace states,
     /// log attributes and removed empty containers as decoding and sampling it would give (the
-    /// wire tests compare the two), without decoding a span. Returns (seen, dropped), or `Err`
-    /// when a body is not what the wire check promised (then the caller decodes).
+    /// wire tests compare the two), without decoding a span. Returns the sampled request with the
+    /// items seen and dropped, or `Err` when a body is not what the wire check promised (then the
+    /// caller decodes).
     fn sample_encoded(
         &self,
         e: &Encoded,

@@ -42,7 +42,7 @@ SCENARIOS = [
     ("grpc-tls-attrs10-100", "grpc", 100, ATTRS10, "blackhole-tls", 0),
     ("http-tls-attrs10-100", "http", 100, ATTRS10, "blackhole-tls", 0),
     ("grpc-attrs10-100-sampler", "grpc", 100, ATTRS10, "sampler", 0),
-    # The sampler at a fixed p = 0.25: every request is decoded, sampled, its kept spans re-stamped.
+    # The sampler at a fixed p = 0.25: every request sampled on the wire, its kept spans re-stamped.
     ("grpc-attrs10-100-sampler-p25", "grpc", 100, ATTRS10, "sampler-p25", 0),
     ("grpc-attrs10-100-file", "grpc", 100, ATTRS10, "file", 0),
     # The blackhole behind a persistent queue (issue 12): every batch written to disk, read back, deleted.

@@ -1,5 +1,6 @@
 //! Sampler cost: the decision per span, and what the sampler adds to a pipeline that decodes
-//! OTLP requests (1,000 spans with 10 attributes each, the common benchmark shape).
+//! OTLP requests (1,000 spans with 10 attributes each, the common benchmark shape), and what it costs
+//! on a request that is still encoded (sampled on the wire).
 //!
 //! `cargo bench -p sluice-processors --bench sampler`
 
@@ -11,7 +12,7 @@ use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
-use sluice_core::{Metrics, Processor, Telemetry};
+use sluice_core::{Encoded, Metrics, Processor, Signal, Telemetry};
 use sluice_processors::sampler::threshold::Threshold;
 use sluice_processors::sampler::{decide_span, AdaptiveSampler, Decision};
 use sluice_processors::sampler::{SamplerConfig, SamplerMode};
@@ -115,6 +116,20 @@ fn pipeline_cost(c: &mut Criterion) {
                     ExportTraceServiceRequest::decode(black_box(&bytes[..])).unwrap(),
                 );
                 s.process(t)
+            })
+        });
+    }
+    g.finish();
+    // The same request still encoded (as the receivers hand it on): sampled on the wire.
+    let body = bytes::Bytes::from(bytes);
+    let mut g = c.benchmark_group("wire_sample_1000_spans");
+    g.throughput(Throughput::Elements(1000));
+    for p in [0.5, 0.25, 0.1] {
+        let s = sampler(p);
+        g.bench_function(format!("sampler p={p}"), |b| {
+            b.iter(|| {
+                let t = Telemetry::Encoded(Encoded::new(Signal::Traces, body.clone(), 1000));
+                s.process(black_box(t))
             })
         });
     }

@@ -4,6 +4,10 @@
 //! Decisions are lock-free: the hot path reads one atomic threshold (and, with a per-service
 //! floor, an `ArcSwap`ed map). A control task recomputes the probability every `interval` from
 //! the input rate and the exporters' [`LoadSignal`]s. Metrics and profiles pass through untouched.
+//!
+//! Requests still encoded (checked at the door by the wire walker) are sampled on the wire with
+//! `sluice_core::wire::rewrite` and stay encoded: the same `decide` per span, dropped spans
+//! skipped unread, kept ones copied (re-stamped when their trace state changes).
 
 pub mod controller;
 pub mod threshold;
@@ -23,11 +27,17 @@ use sluice_config::Signal;
 use sluice_core::component::{Problems, ProcessorContext, ProcessorInstance, ProcessorKind};
 use sluice_core::{DownstreamLoad, Stateless};
 use sluice_core::metrics::FloatGauge;
-use sluice_core::{LoadSignal, Metrics, Processor, Telemetry};
+use sluice_core::{Encoded, LoadSignal, Metrics, Processor, Telemetry};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use threshold::{randomness_from_trace_id, read_ot, write_th, Threshold};
+use bytes::Bytes;
+use sluice_core::wire::rewrite::{
+    retain_logs, retain_spans, Counts, LogDecider, LogEdit, LogRef, ResourceRef, SpanDecider,
+    SpanEdit, SpanRef,
+};
+use sluice_core::wire::NeedsFullDecode;
+use threshold::{randomness_from_trace_id, read_ot, write_th, write_th_into, Threshold};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -186,6 +196,14 @@ impl AdaptiveSampler {
         })
     }
 
+    /// Books one request: `seen` items in, `dropped` of them sampled out for `reason`.
+    fn count(&self, slot: usize, reason: usize, seen: u64, dropped: u64) {
+        self.shared.input.fetch_add(seen, Ordering::Relaxed);
+        if dropped > 0 {
+            self.sampled_out[slot][reason.min(3)].inc_by(dropped);
+        }
+    }
+
     fn next_random(&self) -> u64 {
         // splitmix64 over a shared counter: cheap, lock-free, good enough for log sampling draws.
         let mut z = self
@@ -224,6 +242,117 @@ impl AdaptiveSampler {
             Some(t) if *t < global => *t,
             _ => global,
         }
+    }
+
+    /// Samples a request that is still encoded, on the wire: the same decisions, trace states,
+    /// log attributes and removed empty containers as decoding and sampling it would give (the
+    /// wire tests compare the two), without decoding a span. Returns the sampled request with the
+    /// items seen and dropped, or `Err` when a body is not what the wire check promised (then the
+    /// caller decodes).
+    fn sample_encoded(
+        &self,
+        e: &Encoded,
+        global: Threshold,
+    ) -> Result<(Telemetry, u64, u64), NeedsFullDecode> {
+        let signal = e.signal();
+        let len: usize = e.chunks_with_items().map(|(c, _)| c.len()).sum();
+        // About p of the bytes stay (plus a few per re-stamped span); a wrong guess costs a regrow.
+        let guess = (len as f64 * global.probability() * 1.1) as usize + 256;
+        let mut out = Vec::with_capacity(guess.min(len + 256));
+        let mut counts = Counts::default();
+        for (chunk, _) in e.chunks_with_items() {
+            let c = match signal {
+                Signal::Traces => retain_spans(chunk, &mut out, &mut WireSpans { s: self, global })?,
+                Signal::Logs => retain_logs(chunk, &mut out, &mut WireLogs { s: self, global })?,
+                Signal::Metrics | Signal::Profiles => return Err(NeedsFullDecode),
+            };
+            counts.seen += c.seen;
+            counts.kept += c.kept;
+        }
+        if out.capacity() - out.len() > out.len() / 4 {
+            // Queues hold these bytes: no more than they need.
+            out.shrink_to_fit();
+        }
+        let data = Telemetry::Encoded(Encoded::new(signal, Bytes::from(out), counts.kept));
+        Ok((data, counts.seen, counts.seen - counts.kept))
+    }
+}
+
+/// The sampler's span decisions, applied to encoded spans.
+struct WireSpans<'a> {
+    s: &'a AdaptiveSampler,
+    global: Threshold,
+}
+
+impl SpanDecider for WireSpans<'_> {
+    type Group = Decision;
+
+    fn resource(&mut self, resource: ResourceRef<'_>) -> Result<Decision, NeedsFullDecode> {
+        Ok(Decision::new(self.s.wire_resource_threshold(self.global, resource)?))
+    }
+
+    #[inline]
+    fn span(&mut self, d: &Decision, span: SpanRef<'_>, state: &mut String) -> SpanEdit {
+        match decide(span.trace_id, span.trace_state, d) {
+            Verdict::Drop => SpanEdit::Drop,
+            Verdict::Keep => SpanEdit::Keep,
+            Verdict::Fresh => {
+                state.clear();
+                state.push_str(&d.fresh_state);
+                SpanEdit::SetTraceState
+            }
+            Verdict::Merged(t) => {
+                write_th_into(state, span.trace_state, t);
+                SpanEdit::SetTraceState
+            }
+        }
+    }
+}
+
+/// The sampler's log decisions, applied to encoded log records.
+struct WireLogs<'a> {
+    s: &'a AdaptiveSampler,
+    global: Threshold,
+}
+
+impl LogDecider for WireLogs<'_> {
+    type Group = (Threshold, String);
+
+    fn attribute_key(&self) -> &str {
+        SAMPLING_THRESHOLD_ATTR
+    }
+
+    fn resource(&mut self, resource: ResourceRef<'_>) -> Result<Self::Group, NeedsFullDecode> {
+        let t = self.s.wire_resource_threshold(self.global, resource)?;
+        Ok((t, t.encode()))
+    }
+
+    fn log(&mut self, (t, th): &Self::Group, log: LogRef<'_>, value: &mut String) -> LogEdit {
+        if !keep_log(log.trace_id, *t, || self.s.next_random()) {
+            return LogEdit::Drop;
+        }
+        if *t == Threshold::ALWAYS {
+            return LogEdit::Keep;
+        }
+        value.clear();
+        value.push_str(th);
+        LogEdit::SetAttribute
+    }
+}
+
+impl AdaptiveSampler {
+    /// [`Self::resource_threshold`] for an encoded resource: decodes only the `Resource` (for its
+    /// service name), and only when per-service floors are on.
+    fn wire_resource_threshold(
+        &self,
+        global: Threshold,
+        resource: ResourceRef<'_>,
+    ) -> Result<Threshold, NeedsFullDecode> {
+        if self.cfg.per_service_floor.is_none() {
+            return Ok(global);
+        }
+        let decoded = resource.decode()?;
+        Ok(self.resource_threshold(global, decoded.as_ref(), resource.items()?))
     }
 }
 
@@ -278,48 +407,89 @@ impl Decision {
     }
 }
 
-/// Decides one span: keep iff R ≥ max(our threshold, the one already in its trace state).
+/// The outcome of one span's decision, whatever form the span is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Sampled out.
+    Drop,
+    /// Kept with its trace state as it is.
+    Keep,
+    /// Kept; its (empty) trace state becomes the decision's fresh `ot=th:…`.
+    Fresh,
+    /// Kept; `th` in its trace state becomes this threshold, the rest merged in.
+    Merged(Threshold),
+}
+
+/// Keep iff R ≥ max(our threshold, the one already in the trace state). The one decision both the
+/// decoded and the wire path take.
 #[inline]
-pub fn decide_span(span: &mut Span, d: &Decision) -> bool {
+fn decide(trace_id: &[u8], trace_state: &str, d: &Decision) -> Verdict {
     let t = d.t;
     // At p = 1 every span passes as it came (an upstream decision in its trace state stands), so
     // requests that are still encoded need no decode.
     if t == Threshold::ALWAYS {
-        return true;
+        return Verdict::Keep;
     }
-    if span.trace_state.is_empty() {
-        let Some(r) = randomness_from_trace_id(&span.trace_id) else {
-            return true;
+    if trace_state.is_empty() {
+        let Some(r) = randomness_from_trace_id(trace_id) else {
+            return Verdict::Keep;
         };
-        if !t.keeps(r) {
-            return false;
-        }
-        span.trace_state.clone_from(&d.fresh_state);
-        return true;
+        return if t.keeps(r) {
+            Verdict::Fresh
+        } else {
+            Verdict::Drop
+        };
     }
-    let st = read_ot(&span.trace_state);
-    let Some(r) = st.rv.or_else(|| randomness_from_trace_id(&span.trace_id)) else {
-        return true;
+    let st = read_ot(trace_state);
+    let Some(r) = st.rv.or_else(|| randomness_from_trace_id(trace_id)) else {
+        return Verdict::Keep;
     };
     let incoming = st.th.unwrap_or(Threshold::ALWAYS);
     let t_eff = t.max(incoming);
     if !t_eff.keeps(r) {
-        return false;
+        return Verdict::Drop;
     }
     if t_eff != incoming {
-        span.trace_state = write_th(&span.trace_state, t_eff);
+        Verdict::Merged(t_eff)
+    } else {
+        Verdict::Keep
     }
-    true
 }
 
-/// Decides one log record: its trace's randomness when it has a trace id, else a random draw.
-fn decide_log(log: &mut LogRecord, t: Threshold, random: impl FnOnce() -> u64) -> bool {
+/// Decides one span: keep iff R ≥ max(our threshold, the one already in its trace state).
+#[inline]
+pub fn decide_span(span: &mut Span, d: &Decision) -> bool {
+    match decide(&span.trace_id, &span.trace_state, d) {
+        Verdict::Drop => false,
+        Verdict::Keep => true,
+        Verdict::Fresh => {
+            span.trace_state.clone_from(&d.fresh_state);
+            true
+        }
+        Verdict::Merged(t) => {
+            span.trace_state = write_th(&span.trace_state, t);
+            true
+        }
+    }
+}
+
+/// Whether a log record is kept: its trace's randomness when it has a trace id, else a random draw.
+#[inline]
+fn keep_log(trace_id: &[u8], t: Threshold, random: impl FnOnce() -> u64) -> bool {
     if t == Threshold::ALWAYS {
         return true;
     }
-    let r = randomness_from_trace_id(&log.trace_id).unwrap_or_else(random);
-    if !t.keeps(r) {
+    let r = randomness_from_trace_id(trace_id).unwrap_or_else(random);
+    t.keeps(r)
+}
+
+/// Decides one log record and stamps a kept one with the threshold it was sampled at.
+fn decide_log(log: &mut LogRecord, t: Threshold, random: impl FnOnce() -> u64) -> bool {
+    if !keep_log(&log.trace_id, t, random) {
         return false;
+    }
+    if t == Threshold::ALWAYS {
+        return true;
     }
     let value = Some(AnyValue {
         value: Some(any_value::Value::StringValue(t.encode())),
@@ -344,13 +514,28 @@ impl Processor for AdaptiveSampler {
         let global = Threshold(self.shared.threshold.load(Ordering::Relaxed));
         let reason = self.shared.reason.load(Ordering::Relaxed) as usize;
         let (mut seen, mut dropped) = (0u64, 0u64);
-        if matches!(data, Telemetry::Encoded(_)) {
-            // Per-service floors need the service names, so they always decode.
+        if let Telemetry::Encoded(e) = &data {
+            if !matches!(e.signal(), Signal::Traces | Signal::Logs) {
+                // Metrics are never sampled; profiles pass through.
+                return Some(data);
+            }
+            // Per-service floors need the service names (read from each encoded resource).
             if global == Threshold::ALWAYS && self.cfg.per_service_floor.is_none() {
                 self.shared
                     .input
                     .fetch_add(data.item_count(), Ordering::Relaxed);
                 return Some(data);
+            }
+            match self.sample_encoded(e, global) {
+                Ok((sampled, seen, dropped)) => {
+                    let slot = usize::from(e.signal() == Signal::Logs);
+                    self.count(slot, reason, seen, dropped);
+                    return Some(sampled);
+                }
+                Err(NeedsFullDecode) => {
+                    // Cannot happen for bodies the wire check accepted; the decoder decides.
+                    tracing::error!("sampler: encoded request not as checked; decoding it");
+                }
             }
             if let Err(e) = data.decode_in_place() {
                 // Cannot happen for bodies the receiver checked; keep the data rather than lose it.
@@ -396,10 +581,7 @@ impl Processor for AdaptiveSampler {
                 return Some(data)
             }
         };
-        self.shared.input.fetch_add(seen, Ordering::Relaxed);
-        if dropped > 0 {
-            self.sampled_out[slot][reason.min(3)].inc_by(dropped);
-        }
+        self.count(slot, reason, seen, dropped);
         Some(data)
     }
 
@@ -494,3 +676,5 @@ impl ProcessorKind for SamplerConfig {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod wire_tests;

@@ -144,9 +144,17 @@ fn ot_value(tracestate: &str) -> Option<&str> {
 /// Writes `th` into the `ot` entry, keeping its other keys and every other vendor's entry.
 /// The modified `ot` entry moves to the front, as W3C Trace Context asks of an updated entry.
 pub fn write_th(tracestate: &str, th: Threshold) -> String {
-    let th_kv = format!("th:{}", th.encode());
-    let mut ot = th_kv.clone();
-    let mut rest = Vec::new();
+    let mut out = String::with_capacity(tracestate.len() + 24);
+    write_th_into(&mut out, tracestate, th);
+    out
+}
+
+/// [`write_th`] into a reused buffer (cleared first), so the wire path allocates nothing per span.
+pub fn write_th_into(out: &mut String, tracestate: &str, th: Threshold) {
+    out.clear();
+    out.push_str("ot=th:");
+    out.push_str(&th.encode());
+    let mut others = false;
     for member in tracestate
         .split(',')
         .map(str::trim)
@@ -158,21 +166,23 @@ pub fn write_th(tracestate: &str, th: Threshold) -> String {
                     .split(';')
                     .filter(|kv| !kv.is_empty() && !kv.starts_with("th:"))
                 {
-                    ot.push(';');
-                    ot.push_str(kv);
+                    out.push(';');
+                    out.push_str(kv);
                 }
             }
-            None => rest.push(member),
+            None => others = true,
         }
     }
-    let mut out = String::with_capacity(tracestate.len() + th_kv.len() + 4);
-    out.push_str("ot=");
-    out.push_str(&ot);
-    for m in rest {
-        out.push(',');
-        out.push_str(m);
+    if others {
+        for m in tracestate
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty() && !m.starts_with("ot="))
+        {
+            out.push(',');
+            out.push_str(m);
+        }
     }
-    out
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 use sluice_config::Signal;
 
 pub mod size;
+pub mod split;
 
 /// How a field is encoded on the wire, and what its bytes must satisfy.
 #[derive(Clone, Copy)]

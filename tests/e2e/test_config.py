@@ -55,6 +55,14 @@ BROKEN = {
     "short retention": ('type = "file"\npath = "/tmp/sluice-validate-test"', 'type = "clickhouse"\nendpoint = "http://ch:8123"\nttl = { traces = "7d", logs = "10m" }', 20, "exporters.out.ttl.logs", "at least 1h"),
     "bad retention key": ('type = "file"\npath = "/tmp/sluice-validate-test"', 'type = "clickhouse"\nendpoint = "http://ch:8123"\nttl = { spans = "7d" }', 20, "exporters.out.ttl.spans", "unknown field `spans`"),
     "delete with value": ('action = "insert"', 'action = "delete"', 15, "processors.tag.actions[0].value", "no `value`"),
+    "endpoint and endpoints": ('type = "file"\npath = "/tmp/sluice-validate-test"', 'type = "otlp"\nendpoint = "http://gw:4317"\nendpoints = ["gw-1:4317", "gw-2:4317"]', 20, "exporters.out.endpoints", "exclude each other"),
+    "no endpoint": ('type = "file"\npath = "/tmp/sluice-validate-test"', 'type = "otlp"\ncompression = "none"', 17, "exporters.out", "missing `endpoint`"),
+    "empty endpoints": ('type = "file"\npath = "/tmp/sluice-validate-test"', 'type = "otlp"\nendpoints = []', 19, "exporters.out.endpoints", "empty list"),
+    "bad endpoints entry": ('type = "file"\npath = "/tmp/sluice-validate-test"', 'type = "otlp"\nendpoints = ["gw-1:4317", "gw-2"]', 19, "exporters.out.endpoints[1]", "host:port"),
+    "duplicate endpoint": ('type = "file"\npath = "/tmp/sluice-validate-test"', 'type = "otlp"\nendpoints = ["gw-1:4317", "http://gw-1:4317"]', 19, "exporters.out.endpoints[1]", "same gateway as endpoints[0]"),
+    "short resolve interval": ('type = "file"\npath = "/tmp/sluice-validate-test"', 'type = "otlp"\nresolver = { dns = "gw-headless:4317", interval = "1ms" }', 19, "exporters.out.resolver.interval", "too short"),
+    "bad resolve interval": ('type = "file"\npath = "/tmp/sluice-validate-test"', 'type = "otlp"\nresolver = { dns = "gw-headless:4317", interval = "often" }', 19, "exporters.out.resolver.interval", "duration"),
+    "resolver without port": ('type = "file"\npath = "/tmp/sluice-validate-test"', 'type = "otlp"\nresolver = { dns = "gw-headless" }', 19, "exporters.out.resolver.dns", "name:port"),
 }
 
 

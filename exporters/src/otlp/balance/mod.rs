@@ -553,3 +553,69 @@ async fn resolve_loop(shared: Weak<Shared>, dns: String, interval: Duration, sto
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_config::{QueueConfig, RetryConfig};
+
+    fn keys(n: usize) -> Vec<String> {
+        (1..=n).map(|i| format!("10.0.0.{i}:4317")).collect()
+    }
+
+    fn owners(shared: &Shared) -> Vec<String> {
+        let state = shared.state.load();
+        (0u64..20_000)
+            .map(|k| {
+                let i = state.live.owner(ring::hash(&k.to_le_bytes())).unwrap();
+                state.members[i].gw.key.clone()
+            })
+            .collect()
+    }
+
+    /// The resolver's path: a new address set published with `set_members` (no DNS server can
+    /// give several addresses for one name on a test machine without editing its hosts file).
+    #[tokio::test]
+    async fn a_changed_address_set_moves_only_the_share_of_the_gateway_that_came_or_went() {
+        let cfg: OtlpExporterConfig =
+            toml::from_str(&format!("endpoints = {:?}", keys(3))).unwrap();
+        let metrics = Metrics::new();
+        let delivery = DeliveryConfig {
+            queue: QueueConfig::default(),
+            retry: RetryConfig::default(),
+            max_concurrency: 2,
+            storage_dir: None,
+        };
+        let ctx = ExporterContext {
+            name: "lb",
+            metrics: &metrics,
+            delivery: &delivery,
+        };
+        let b = Balancer::start(&cfg, &ctx).unwrap();
+        let before = owners(&b.shared);
+
+        b.shared.set_members(&keys(4)).unwrap();
+        let after = owners(&b.shared);
+        let moved: Vec<usize> = (0..before.len()).filter(|&i| before[i] != after[i]).collect();
+        assert!(moved.iter().all(|&i| after[i] == "10.0.0.4:4317"), "keys moved only to the new gateway");
+        let share = moved.len() as f64 / before.len() as f64;
+        assert!((0.18..0.32).contains(&share), "moved {share}, about 1/4 expected");
+
+        // 10.0.0.2 leaves: only its keys move, and it is marked gone (its queue drains elsewhere).
+        let left: Vec<String> = keys(4).into_iter().filter(|k| k != "10.0.0.2:4317").collect();
+        let gone = b.shared.state.load().members[1].gw.clone();
+        b.shared.set_members(&left).unwrap();
+        let last = owners(&b.shared);
+        for i in 0..after.len() {
+            if after[i] != "10.0.0.2:4317" {
+                assert_eq!(after[i], last[i]);
+            } else {
+                assert_ne!(last[i], "10.0.0.2:4317");
+            }
+        }
+        assert!(gone.gone.load(Ordering::Relaxed));
+        assert_eq!(metrics.endpoint_up("lb", "10.0.0.2:4317").get(), 0);
+        assert_eq!(metrics.endpoint_up("lb", "10.0.0.4:4317").get(), 1);
+        b.shutdown().await.unwrap();
+    }
+}

@@ -79,6 +79,7 @@ struct State {
     members: Vec<Member>,
     /// Every member, by index.
     all: Ring<usize>,
+    all_list: Vec<usize>,
     /// Members that are up.
     live: Ring<usize>,
     live_list: Vec<usize>,
@@ -90,6 +91,7 @@ impl State {
         Self {
             members: Vec::new(),
             all: Ring::new([]),
+            all_list: Vec::new(),
             live: Ring::new([]),
             live_list: Vec::new(),
             generation: 0,
@@ -241,9 +243,11 @@ impl Shared {
             members.get(i).map(|m| (i, m.gw.key.as_str()))
         }));
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let all_list = (0..members.len()).collect();
         self.state.store(Arc::new(State {
             members,
             all,
+            all_list,
             live,
             live_list,
             generation,
@@ -324,12 +328,12 @@ impl Shared {
     /// Splits `batch` over `state`'s live ring (every member's when none is up): the parts as
     /// `(member index, data, items)`, only non-empty ones.
     fn route(&self, state: &State, batch: &Telemetry) -> Vec<(usize, Telemetry, u64)> {
-        let (ring, candidates): (&Ring<usize>, Vec<usize>) = if state.live.is_empty() {
-            (&state.all, (0..state.members.len()).collect())
+        let (ring, candidates) = if state.live.is_empty() {
+            (&state.all, &state.all_list)
         } else {
-            (&state.live, state.live_list.clone())
+            (&state.live, &state.live_list)
         };
-        let turn = self.next_in_turn(&candidates);
+        let turn = self.next_in_turn(candidates);
         let whole = |batch: &Telemetry| {
             let items = batch.item_count();
             let data = match batch {

@@ -6,12 +6,18 @@ gateway stopped mid-run loses nothing, its share moves to the others and comes b
 import collections
 import signal
 import threading
+import time
 
-from conftest import attrs, spans_of, wait_for
+from conftest import attrs, data_points, logs_of, metrics_of, spans_of, wait_for
 from test_sdk import exporters
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry._logs import LogRecord
 
 SPANS_PER_TRACE = 10
 
@@ -199,3 +205,53 @@ compression = "none"
     wait_for(lambda: distinct_spans([gateway]) >= 500, timeout=30, what="500 spans at the resolved gateway")
     assert len(spans_by_gateway([gateway])[0]) == 500
     assert sidecar.metric("sluice_exporter_endpoint_up", endpoint=f"127.0.0.1:{gateway.grpc}") == 1
+
+
+def test_logs_follow_their_trace_and_the_rest_is_spread(make_sluice):
+    """Log records with a trace id go where the trace's spans go; log records without one and
+    metrics go whole to the gateways in turn (round robin per batch)."""
+    gateways = start_gateways(make_sluice)
+    sidecar = balancing_sidecar(make_sluice, gateways)
+    span_exp, metric_exp, log_exp = exporters("grpc", sidecar)
+    tp = TracerProvider(resource=Resource.create({"service.name": "lb-logs"}))
+    tp.add_span_processor(BatchSpanProcessor(span_exp, max_queue_size=20000))
+    lp = LoggerProvider(resource=Resource.create({"service.name": "lb-logs"}))
+    # Small export batches, so the records without a trace id come in several batches.
+    lp.add_log_record_processor(BatchLogRecordProcessor(log_exp, max_export_batch_size=20, schedule_delay_millis=20))
+    tracer, logger = tp.get_tracer("lb"), lp.get_logger("lb")
+    for t in range(200):
+        with tracer.start_as_current_span("root") as root:
+            ctx = root.get_span_context()
+            logger.emit(LogRecord(body=f"in trace {t}", trace_id=ctx.trace_id, span_id=ctx.span_id, trace_flags=ctx.trace_flags))
+    for i in range(200):
+        logger.emit(LogRecord(body=f"no trace {i}"))
+        if i % 20 == 19:
+            # Past the sidecar's batch timeout (100ms): each group is a batch of its own there.
+            lp.force_flush()
+            time.sleep(0.25)
+    tp.shutdown()
+    lp.shutdown()
+    mp = MeterProvider(metric_readers=[PeriodicExportingMetricReader(metric_exp, export_interval_millis=100)],
+                       resource=Resource.create({"service.name": "lb-logs"}))
+    counter = mp.get_meter("lb").create_counter("lb.requests")
+    for i in range(10):
+        counter.add(1, {"route": f"/r{i}"})
+    mp.shutdown()
+
+    def logs():
+        return [logs_of(g.output("logs")) for g in gateways]
+
+    wait_for(lambda: sum(len(l) for l in logs()) >= 400, timeout=30, what="400 log records on the gateways")
+    wait_for(lambda: sum(len(spans_of(g.output("traces"))) for g in gateways) >= 200, timeout=30, what="200 spans")
+    trace_home = {s["traceId"]: i for i, g in enumerate(gateways) for s in spans_of(g.output("traces"))}
+    got = logs()
+    assert sum(len(l) for l in got) == 400
+    with_trace = [(i, r) for i, l in enumerate(got) for r in l if r.get("traceId")]
+    assert len(with_trace) == 200
+    assert all(trace_home[r["traceId"]] == i for i, r in with_trace), "a log record away from its trace"
+    without = [sum(1 for r in l if not r.get("traceId")) for l in got]
+    print(f"log records without a trace id per gateway: {without}")
+    assert sum(without) == 200 and sum(1 for n in without if n > 0) >= 2, "spread over the gateways"
+    points = wait_for(lambda: sum(len(data_points(m)) for g in gateways for m in metrics_of(g.output("metrics"))
+                                  if m["name"] == "lb.requests") or None, timeout=30, what="metrics on a gateway")
+    assert points >= 10

@@ -257,3 +257,31 @@ def test_logs_follow_their_trace_and_the_rest_is_spread(make_sluice):
     points = wait_for(lambda: sum(len(data_points(m)) for g in gateways for m in metrics_of(g.output("metrics"))
                                   if m["name"] == "lb.requests") or None, timeout=30, what="metrics on a gateway")
     assert points >= 10
+
+
+def test_a_reload_that_adds_a_gateway_gives_it_its_share(make_sluice):
+    """`endpoints` edited and reloaded (POST /reload): the new gateway takes about a third, the
+    previous generation's gateway queues drain and stop, nothing is lost."""
+    import requests
+
+    gateways = start_gateways(make_sluice)
+    sidecar = balancing_sidecar(make_sluice, gateways[:2])
+    tp, tracer = sdk_tracer(sidecar)
+    send_traces(tracer, 0, 200)
+    tp.force_flush()
+    wait_for(lambda: distinct_spans(gateways) >= 2000, timeout=30, what="the first 200 traces")
+    assert distinct_spans(gateways[2:]) == 0
+    cfg = sidecar.dir / "sluice.toml"
+    two = ", ".join(f'"127.0.0.1:{g.grpc}"' for g in gateways[:2])
+    three = ", ".join(f'"127.0.0.1:{g.grpc}"' for g in gateways)
+    cfg.write_text(cfg.read_text().replace(f"endpoints = [{two}]", f"endpoints = [{three}]"))
+    r = requests.post(sidecar.url("/reload"), timeout=30)
+    assert r.status_code == 200, r.text
+    send_traces(tracer, 200, 300)
+    tp.shutdown()
+    wait_for(lambda: distinct_spans(gateways) >= 5000, timeout=30, what="all 500 traces")
+    new = {seq for seq, _, _ in spans_by_gateway(gateways[2:])[0]}
+    print(f"traces on the added gateway: {len(new)}/300")
+    assert new and min(new) >= 200 and len(new) >= 0.5 * 300 / 3
+    assert sum(len(g) for g in spans_by_gateway(gateways)) == 5000
+    assert sidecar.metric("sluice_dropped_items_total") == 0

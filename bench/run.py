@@ -49,6 +49,9 @@ SCENARIOS = [
     ("grpc-attrs10-100-persistent", "grpc", 100, ATTRS10, "persistent", 0),
     ("grpc-attrs10-100-persistent-always", "grpc", 100, ATTRS10, "persistent-always", 0),
     ("grpc-attrs10-100-otlp", "grpc", 100, ATTRS10, "otlp", 0),
+    # Trace-aware load balancing (issue 13): `endpoints` = three blackhole gateway Sluices; every
+    # span has its own trace id, so each request is split three ways on the wire.
+    ("grpc-attrs10-100-otlp-balanced", "grpc", 100, ATTRS10, "otlp-balanced", 0),
     ("http-attrs10-512-clickhouse", "http", 512, ATTRS10, "clickhouse", 0),
     ("grpc-attrs10-100-kafka", "grpc", 100, ATTRS10, "kafka", 0),
     # Issue 13: the measured Sluice reads Kafka (consumer group, offsets committed once delivered,
@@ -117,6 +120,9 @@ def config(sl, kind, data_dir, downstream=None, ch_url=None, kafka=None, tls=Non
         exporter = f'type = "file"\npath = "{data_dir}"'
     elif kind == "otlp":
         exporter = f'type = "otlp"\nendpoint = "http://127.0.0.1:{downstream}"\ncompression = "none"'
+    elif kind == "otlp-balanced":
+        endpoints = ", ".join(f'"127.0.0.1:{p}"' for p in downstream)
+        exporter = f'type = "otlp"\nendpoints = [{endpoints}]\ncompression = "none"'
     elif kind == "overload":
         # A backend that absorbs 50,000 spans/s; the load generator offers about twice that.
         exporter = 'type = "blackhole"\nmax_rate = 50000.0'
@@ -201,6 +207,13 @@ def run(name, protocol, per_req, shape, kind, rate, seconds, work):
         gw.start(config(gw, "blackhole", None), binary=SLUICE)
         extra_procs.append(gw)
         downstream = gw.grpc
+    if kind == "otlp-balanced":
+        downstream = []
+        for i in range(3):
+            gw = Sluice(work, f"{name}-gateway{i}")
+            gw.start(config(gw, "blackhole", None), binary=SLUICE)
+            extra_procs.append(gw)
+            downstream.append(gw.grpc)
     if kind == "clickhouse":
         from chfront import ClickHouse
         ch = ClickHouse(work / (name + "-ch"))

@@ -238,6 +238,7 @@ impl Topology {
             let ctx = ExporterContext {
                 name,
                 metrics: &self.metrics,
+                delivery: &dec.spec.delivery,
             };
             let built = dec
                 .spec

@@ -57,6 +57,14 @@ BROKEN = {
     "kafka dead letter loop": ('[processors.batch]', '[receivers.k]\ntype = "kafka"\nbrokers = ["k:9092"]\ndead_letter_topic = "otlp_spans"\n\n[processors.batch]', 12, "receivers.k.dead_letter_topic", "come back forever"),
     "kafka zero partitions": ('[processors.batch]', '[receivers.k]\ntype = "kafka"\nbrokers = ["k:9092"]\ncreate_topics = { partitions = 0 }\n\n[processors.batch]', 12, "receivers.k.create_topics.partitions", "at least 1"),
     "delete with value": ('action = "insert"', 'action = "delete"', 15, "processors.tag.actions[0].value", "no `value`"),
+    "endpoint and endpoints": ('type = "file"\npath = "/tmp/sluice-validate-test"', 'type = "otlp"\nendpoint = "http://gw:4317"\nendpoints = ["gw-1:4317", "gw-2:4317"]', 20, "exporters.out.endpoints", "exclude each other"),
+    "no endpoint": ('type = "file"\npath = "/tmp/sluice-validate-test"', 'type = "otlp"\ncompression = "none"', 17, "exporters.out", "missing `endpoint`"),
+    "empty endpoints": ('type = "file"\npath = "/tmp/sluice-validate-test"', 'type = "otlp"\nendpoints = []', 19, "exporters.out.endpoints", "empty list"),
+    "bad endpoints entry": ('type = "file"\npath = "/tmp/sluice-validate-test"', 'type = "otlp"\nendpoints = ["gw-1:4317", "gw-2"]', 19, "exporters.out.endpoints[1]", "host:port"),
+    "duplicate endpoint": ('type = "file"\npath = "/tmp/sluice-validate-test"', 'type = "otlp"\nendpoints = ["gw-1:4317", "http://gw-1:4317"]', 19, "exporters.out.endpoints[1]", "same gateway as endpoints[0]"),
+    "short resolve interval": ('type = "file"\npath = "/tmp/sluice-validate-test"', 'type = "otlp"\nresolver = { dns = "gw-headless:4317", interval = "1ms" }', 19, "exporters.out.resolver.interval", "too short"),
+    "bad resolve interval": ('type = "file"\npath = "/tmp/sluice-validate-test"', 'type = "otlp"\nresolver = { dns = "gw-headless:4317", interval = "often" }', 19, "exporters.out.resolver.interval", "duration"),
+    "resolver without port": ('type = "file"\npath = "/tmp/sluice-validate-test"', 'type = "otlp"\nresolver = { dns = "gw-headless" }', 19, "exporters.out.resolver.dns", "name:port"),
 }
 
 

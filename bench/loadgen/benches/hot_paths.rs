@@ -10,7 +10,9 @@
 //! - `kafka_messages`: the Kafka exporter's message values for a 4,000-span batch (packing encoded
 //!   requests, re-encoding decoded ones, OTLP/JSON, one message per trace);
 //! - `clickhouse_insert`: the ClickHouse exporter's client side for a 4,000-span batch (decode, rows,
-//!   RowBinary, LZ4, HTTP) against an HTTP server that accepts anything.
+//!   RowBinary, LZ4, HTTP) against an HTTP server that accepts anything;
+//! - `balance_split`: the balancing OTLP exporter splitting a 4,000-span batch (every span its own
+//!   trace) three ways by trace id: on the wire, against decode → split → encode.
 //!
 //! `cargo bench -p sluice-loadgen --bench hot_paths`
 
@@ -203,8 +205,36 @@ fn kafka_messages(c: &mut Criterion) {
     g.finish();
 }
 
+fn balance_split(c: &mut Criterion) {
+    use sluice_exporters::otlp::balance::{ring, split};
+    let mut g = c.benchmark_group("balance_split");
+    let mut batch = requests(1, true).pop().unwrap();
+    for more in requests(40, true).into_iter().skip(1) {
+        batch.try_merge(more).unwrap();
+    }
+    let n = batch.item_count();
+    g.throughput(Throughput::Elements(n));
+    let ring = ring::Ring::new((0..3).map(|i| (i, ["gw-1:4317", "gw-2:4317", "gw-3:4317"][i])));
+    let mut route = |id: Option<&[u8]>| id.and_then(|id| ring.owner(ring::hash(id))).unwrap_or(0);
+    g.bench_function(format!("attrs10-{n}/wire"), |bench| {
+        bench.iter(|| split::split(black_box(&batch), 3, &mut route).unwrap())
+    });
+    g.bench_function(format!("attrs10-{n}/decode_split_encode"), |bench| {
+        bench.iter(|| {
+            let decoded = black_box(&batch).decoded().unwrap();
+            let parts = split::split_decoded(&decoded, 3, &mut route).unwrap();
+            parts
+                .iter()
+                .map(|p| p.encode_protobuf())
+                .collect::<Vec<_>>()
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    balance_split,
     otlp_decode,
     batching,
     forward_encode,

@@ -234,6 +234,9 @@ pub struct ExporterContext<'a> {
     pub name: &'a str,
     /// Self-metrics.
     pub metrics: &'a Metrics,
+    /// Its queue, retry and concurrency settings, for exporters that run delivery workers of
+    /// their own (the balancing OTLP exporter runs one per gateway).
+    pub delivery: &'a DeliveryConfig,
 }
 
 /// A decoded receiver table, whatever its kind.

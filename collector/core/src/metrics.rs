@@ -71,6 +71,8 @@ pub struct Metrics {
     queue_corrupt: Family<Labels, Counter>,
     queue_replayed: Family<Labels, Counter>,
     memory: Family<Labels, Gauge>,
+    endpoint_up: Family<Labels, Gauge>,
+    endpoint_rerouted: Family<Labels, Counter>,
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
@@ -216,7 +218,21 @@ impl Metrics {
             "Items per second (spans + log records) arriving at a sampler",
             sampler_input_rate.clone(),
         );
+        let endpoint_up = Family::<Labels, Gauge>::default();
+        registry.register(
+            "sluice_exporter_endpoint_up",
+            "Whether a balancing exporter routes new data to a gateway (1) or left it out after connection failures (0)",
+            endpoint_up.clone(),
+        );
+        let endpoint_rerouted = Family::<Labels, Counter>::default();
+        registry.register(
+            "sluice_exporter_endpoint_rerouted_items",
+            "Items queued for a gateway that was down or gone, delivered to the gateways that took over its share",
+            endpoint_rerouted.clone(),
+        );
         Self {
+            endpoint_up,
+            endpoint_rerouted,
             registry: Arc::new(registry),
             receiver_accepted,
             receiver_refused,
@@ -433,6 +449,21 @@ impl Metrics {
 }
 
 impl Metrics {
+    /// `sluice_exporter_endpoint_up{exporter,endpoint}`: a balancing exporter's gateway health.
+    pub fn endpoint_up(&self, exporter: &str, endpoint: &str) -> Gauge {
+        self.endpoint_up
+            .get_or_create(&labels(&[("exporter", exporter), ("endpoint", endpoint)]))
+            .clone()
+    }
+
+    /// `sluice_exporter_endpoint_rerouted_items_total{exporter,endpoint}`: items of `endpoint`'s
+    /// queue delivered elsewhere while it was down.
+    pub fn endpoint_rerouted(&self, exporter: &str, endpoint: &str) -> Counter {
+        self.endpoint_rerouted
+            .get_or_create(&labels(&[("exporter", exporter), ("endpoint", endpoint)]))
+            .clone()
+    }
+
     /// `sluice_exporter_concurrency_limit{exporter}`: the adaptive in-flight request limit.
     pub fn exporter_concurrency(&self, exporter: &str) -> Gauge {
         self.exporter_concurrency

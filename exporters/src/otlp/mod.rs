@@ -4,9 +4,10 @@
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
+pub mod balance;
 pub mod config;
 
-pub use config::{Compression, OtlpExporterConfig, OtlpProtocol};
+pub use config::{Compression, OtlpExporterConfig, OtlpProtocol, ResolverConfig};
 use sluice_config::Signal;
 use sluice_core::component::{ExporterContext, ExporterKind, Problems};
 use std::sync::Arc;
@@ -42,6 +43,35 @@ pub enum OtlpExporterError {
     /// A header name or value is not valid.
     #[error("invalid header {0:?}")]
     Header(String),
+    /// Neither `endpoint`, `endpoints` nor `resolver` is set (validation reports it first).
+    #[error("no endpoint")]
+    NoEndpoint,
+}
+
+/// A failed send, and whether the next hop never answered (refused or reset connection,
+/// timeout): what the balancing exporter takes a gateway out of its ring for.
+#[derive(Debug)]
+pub struct SendFailure {
+    /// What the delivery layer sees.
+    pub error: ExportError,
+    /// No response came from the next hop.
+    pub unreachable: bool,
+}
+
+impl SendFailure {
+    fn answered(error: ExportError) -> Self {
+        Self {
+            error,
+            unreachable: false,
+        }
+    }
+
+    fn unreachable(error: ExportError) -> Self {
+        Self {
+            error,
+            unreachable: true,
+        }
+    }
 }
 
 enum Transport {
@@ -65,21 +95,26 @@ pub struct OtlpExporter {
 }
 
 impl OtlpExporter {
-    /// Builds the client; connections are made lazily, so a gateway that is down at start is fine.
+    /// Builds the client for `endpoint`; connections are made lazily, so a gateway that is down
+    /// at start is fine.
     pub fn new(cfg: &OtlpExporterConfig) -> Result<Self, OtlpExporterError> {
+        let endpoint = cfg.endpoint.as_deref().ok_or(OtlpExporterError::NoEndpoint)?;
+        Self::for_url(cfg, endpoint)
+    }
+
+    /// Builds the client for one URL with the rest of `cfg` (one gateway of a balancing exporter).
+    pub fn for_url(cfg: &OtlpExporterConfig, url: &str) -> Result<Self, OtlpExporterError> {
         let timeout = cfg.timeout.0;
-        let bad_endpoint =
-            |e: String| OtlpExporterError::Endpoint(redact::url(&cfg.endpoint).into_owned(), e);
-        let https = sluice_config::tls::is_https(&cfg.endpoint);
+        let bad_endpoint = |e: String| OtlpExporterError::Endpoint(redact::url(url).into_owned(), e);
+        let https = sluice_config::tls::is_https(url);
         let transport = match cfg.protocol {
             OtlpProtocol::Grpc => {
                 // With TLS, tonic gets the http:// form and the real URL as origin; the
                 // connector does the TLS (see `tls::grpc_connector`).
-                let endpoint = Endpoint::from_shared(tls::as_http(&cfg.endpoint))
+                let endpoint = Endpoint::from_shared(tls::as_http(url))
                     .map_err(|e| bad_endpoint(e.to_string()))?;
                 let endpoint = if https {
-                    let origin = cfg
-                        .endpoint
+                    let origin = url
                         .parse::<http::Uri>()
                         .map_err(|e| bad_endpoint(e.to_string()))?;
                     endpoint.origin(origin)
@@ -115,7 +150,7 @@ impl OtlpExporter {
                 }
             }
             OtlpProtocol::Http => {
-                let connector = tls::https_or_http(&cfg.endpoint, cfg.tls.as_ref(), true)?;
+                let connector = tls::https_or_http(url, cfg.tls.as_ref(), true)?;
                 let client = hyper_util::client::legacy::Client::builder(
                     hyper_util::rt::TokioExecutor::new(),
                 )
@@ -130,7 +165,7 @@ impl OtlpExporter {
                     val.set_sensitive(redact::is_secret_name(k));
                     headers.insert(name, val);
                 }
-                let base = cfg.endpoint.trim_end_matches('/').to_owned();
+                let base = url.trim_end_matches('/').to_owned();
                 format!("{base}{}", http_path(Signal::Traces))
                     .parse::<http::Uri>()
                     .map_err(|e| bad_endpoint(e.to_string()))?;
@@ -224,109 +259,124 @@ fn compress(body: Bytes, c: Compression) -> Result<(Bytes, Option<&'static str>)
     }
 }
 
+impl OtlpExporter {
+    /// Sends one batch once, saying whether the next hop answered at all.
+    pub async fn send(&self, batch: &Telemetry) -> Result<Delivered, SendFailure> {
+        match &self.transport {
+            Transport::Grpc {
+                channel,
+                metadata,
+                encoding,
+            } => {
+                // Encoded batches go out as they came in: no decode, no re-encode.
+                let mut grpc =
+                    tonic::client::Grpc::new(channel.clone()).max_decoding_message_size(64 << 20);
+                if let Some(e) = encoding {
+                    grpc = grpc.send_compressed(*e).accept_compressed(*e);
+                }
+                grpc.ready().await.map_err(|e| {
+                    SendFailure::unreachable(ExportError::retryable(format!(
+                        "gRPC connection not ready: {}",
+                        tls::error_chain(&e)
+                    )))
+                })?;
+                let mut req = tonic::Request::new(batch.encode_protobuf());
+                *req.metadata_mut() = metadata.clone();
+                let signal = batch.signal();
+                let path = http::uri::PathAndQuery::from_static(grpc_path(signal));
+                let resp = grpc.unary(req, path, BytesCodec).await.map_err(|s| {
+                    // A status the server sent has no source; one made from a local failure
+                    // (connect error, reset connection, timeout) carries that error.
+                    let unreachable = std::error::Error::source(&s).is_some();
+                    SendFailure {
+                        error: grpc_error(s),
+                        unreachable,
+                    }
+                })?;
+                Ok(partial_success(signal, resp.get_ref()))
+            }
+            Transport::Http {
+                client,
+                base,
+                headers,
+                compression,
+                timeout,
+            } => {
+                let (body, enc) =
+                    compress(batch.encode_protobuf(), *compression).map_err(SendFailure::answered)?;
+                let mut req = http::Request::post(format!("{base}{}", http_path(batch.signal())))
+                    .header(http::header::CONTENT_TYPE, "application/x-protobuf");
+                if let Some(enc) = enc {
+                    req = req.header(http::header::CONTENT_ENCODING, enc);
+                }
+                let mut req = req.body(Full::new(body)).map_err(|e| {
+                    SendFailure::answered(ExportError::permanent(format!(
+                        "cannot build the request: {e}"
+                    )))
+                })?;
+                req.headers_mut()
+                    .extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+                let call = async {
+                    let resp = client.request(req).await.map_err(|e| {
+                        SendFailure::unreachable(ExportError::retryable(format!(
+                            "HTTP request failed: {}",
+                            tls::error_chain(&e)
+                        )))
+                    })?;
+                    let (parts, body) = resp.into_parts();
+                    let body = Limited::new(body, MAX_RESPONSE_BYTES)
+                        .collect()
+                        .await
+                        .map(|c| c.to_bytes());
+                    Ok::<_, SendFailure>((parts, body))
+                };
+                let (resp, body) = tokio::time::timeout(*timeout, call).await.map_err(|_| {
+                    SendFailure::unreachable(ExportError::retryable(format!(
+                        "HTTP request timed out after {timeout:?}"
+                    )))
+                })??;
+                let status = resp.status;
+                if status.is_success() {
+                    return Ok(match body {
+                        Ok(body) => partial_success(batch.signal(), &body),
+                        Err(_) => Delivered::ALL,
+                    });
+                }
+                let retry_after = resp
+                    .headers
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                let text = body
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
+                let message = format!(
+                    "HTTP {status}: {}",
+                    text.chars().take(512).collect::<String>()
+                );
+                let mut err = match status.as_u16() {
+                    413 => ExportError::permanent(format!(
+                        "{message} (lower the batch processor's max_bytes)"
+                    )),
+                    429 | 503 => ExportError::throttled(message),
+                    502 | 504 => ExportError::retryable(message),
+                    _ => ExportError::permanent(message),
+                };
+                err.retry_after = retry_after;
+                Err(SendFailure::answered(err))
+            }
+        }
+    }
+}
+
 impl Exporter for OtlpExporter {
     fn needs_decoded(&self) -> bool {
         false
     }
 
     fn export<'a>(&'a self, batch: &'a Telemetry) -> BoxFuture<'a, Result<Delivered, ExportError>> {
-        Box::pin(async move {
-            match &self.transport {
-                Transport::Grpc {
-                    channel,
-                    metadata,
-                    encoding,
-                } => {
-                    // Encoded batches go out as they came in: no decode, no re-encode.
-                    let mut grpc = tonic::client::Grpc::new(channel.clone())
-                        .max_decoding_message_size(64 << 20);
-                    if let Some(e) = encoding {
-                        grpc = grpc.send_compressed(*e).accept_compressed(*e);
-                    }
-                    grpc.ready().await.map_err(|e| {
-                        ExportError::retryable(format!(
-                            "gRPC connection not ready: {}",
-                            tls::error_chain(&e)
-                        ))
-                    })?;
-                    let mut req = tonic::Request::new(batch.encode_protobuf());
-                    *req.metadata_mut() = metadata.clone();
-                    let signal = batch.signal();
-                    let path = http::uri::PathAndQuery::from_static(grpc_path(signal));
-                    let resp = grpc
-                        .unary(req, path, BytesCodec)
-                        .await
-                        .map_err(grpc_error)?;
-                    Ok(partial_success(signal, resp.get_ref()))
-                }
-                Transport::Http {
-                    client,
-                    base,
-                    headers,
-                    compression,
-                    timeout,
-                } => {
-                    let (body, enc) = compress(batch.encode_protobuf(), *compression)?;
-                    let mut req = http::Request::post(format!("{base}{}", http_path(batch.signal())))
-                        .header(http::header::CONTENT_TYPE, "application/x-protobuf");
-                    if let Some(enc) = enc {
-                        req = req.header(http::header::CONTENT_ENCODING, enc);
-                    }
-                    let mut req = req.body(Full::new(body)).map_err(|e| {
-                        ExportError::permanent(format!("cannot build the request: {e}"))
-                    })?;
-                    req.headers_mut()
-                        .extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
-                    let call = async {
-                        let resp = client.request(req).await.map_err(|e| {
-                            ExportError::retryable(format!(
-                                "HTTP request failed: {}",
-                                tls::error_chain(&e)
-                            ))
-                        })?;
-                        let (parts, body) = resp.into_parts();
-                        let body = Limited::new(body, MAX_RESPONSE_BYTES)
-                            .collect()
-                            .await
-                            .map(|c| c.to_bytes());
-                        Ok::<_, ExportError>((parts, body))
-                    };
-                    let (resp, body) = tokio::time::timeout(*timeout, call).await.map_err(|_| {
-                        ExportError::retryable(format!("HTTP request timed out after {timeout:?}"))
-                    })??;
-                    let status = resp.status;
-                    if status.is_success() {
-                        return Ok(match body {
-                            Ok(body) => partial_success(batch.signal(), &body),
-                            Err(_) => Delivered::ALL,
-                        });
-                    }
-                    let retry_after = resp
-                        .headers
-                        .get(http::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs);
-                    let text = body
-                        .map(|b| String::from_utf8_lossy(&b).into_owned())
-                        .unwrap_or_default();
-                    let message = format!(
-                        "HTTP {status}: {}",
-                        text.chars().take(512).collect::<String>()
-                    );
-                    let mut err = match status.as_u16() {
-                        413 => ExportError::permanent(format!(
-                            "{message} (lower the batch processor's max_bytes)"
-                        )),
-                        429 | 503 => ExportError::throttled(message),
-                        502 | 504 => ExportError::retryable(message),
-                        _ => ExportError::permanent(message),
-                    };
-                    err.retry_after = retry_after;
-                    Err(err)
-                }
-            }
-        })
+        Box::pin(async move { self.send(batch).await.map_err(|f| f.error) })
     }
 }
 
@@ -335,23 +385,15 @@ impl ExporterKind for OtlpExporterConfig {
     const DEFAULT_CONCURRENCY: usize = 16;
 
     fn validate(&self, problems: &mut Problems) {
-        let e = &self.endpoint;
-        if !(e.starts_with("http://") || e.starts_with("https://")) || e.len() <= "https://".len() {
-            problems.at(
-                "endpoint",
-                format!(
-                    "invalid endpoint {:?}; expected a URL such as \"http://gateway:4317\" (https:// for TLS)",
-                    redact::url(e)
-                ),
-            );
-            return;
-        }
-        for (key, msg) in tls::problems(e, self.tls.as_ref()) {
-            problems.at(&key, msg);
-        }
+        config::validate(self, problems);
     }
 
-    fn build(&self, _ctx: &ExporterContext<'_>) -> Result<Arc<dyn Exporter>, String> {
+    fn build(&self, ctx: &ExporterContext<'_>) -> Result<Arc<dyn Exporter>, String> {
+        if self.endpoints.is_some() || self.resolver.is_some() {
+            return balance::Balancer::start(self, ctx)
+                .map(|e| Arc::new(e) as Arc<dyn Exporter>)
+                .map_err(|e| e.to_string());
+        }
         OtlpExporter::new(self)
             .map(|e| Arc::new(e) as Arc<dyn Exporter>)
             .map_err(|e| e.to_string())

@@ -9,6 +9,7 @@ use sluice_config::Signal;
 
 pub mod rewrite;
 pub mod size;
+pub mod split;
 
 /// How a field is encoded on the wire, and what its bytes must satisfy.
 #[derive(Clone, Copy)]

@@ -14,6 +14,18 @@ pub enum ChCompression {
     None,
 }
 
+/// How rows are sent to ClickHouse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ChFormat {
+    /// `FORMAT Native`: columns with LowCardinality dictionaries, built straight from the encoded
+    /// spans and logs (no decode); the cheapest format for the server to insert.
+    #[default]
+    Native,
+    /// `FORMAT RowBinary` rows from the decoded request (what Sluice sent before Native).
+    RowBinary,
+}
+
 /// Table names of the ClickHouse exporter (the OpenTelemetry Collector's defaults).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -84,6 +96,9 @@ pub struct ClickhouseExporterConfig {
     /// Insert compression.
     #[serde(default)]
     pub compression: ChCompression,
+    /// Insert format: `native` (default) or `row_binary`.
+    #[serde(default)]
+    pub format: ChFormat,
     /// Let ClickHouse buffer inserts server-side (`async_insert=1, wait_for_async_insert=1`).
     #[serde(default)]
     pub async_insert: bool,

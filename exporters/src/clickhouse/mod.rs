@@ -1,21 +1,26 @@
 //! The ClickHouse exporter: writes the OpenTelemetry Collector ClickHouse exporter's tables with
-//! the `clickhouse` crate (HTTP, RowBinary, LZ4), one `INSERT` per table per batch.
+//! the `clickhouse` crate's HTTP client (LZ4-compressed bodies), one `INSERT` per table per batch.
+//! Spans and logs go as Native blocks built straight from the encoded requests
+//! ([`wire_rows`]); metrics and profiles (and everything with `format = "row_binary"`) as
+//! RowBinary rows of the decoded request ([`rows`]).
 //!
 //! The schema is created lazily before the first insert (and again after a failure), so a
 //! ClickHouse that is down at start only delays delivery: exports fail retryably, the queue holds
 //! the data, and it flows once the server answers.
 
+pub mod native;
 mod retention;
 pub mod rows;
 pub mod schema;
+pub mod wire_rows;
 
 use clickhouse::{Client, Compression, Row, RowOwned, RowWrite};
 pub mod config;
 
-pub use config::{ChCompression, ChTables, ClickhouseExporterConfig};
+pub use config::{ChCompression, ChFormat, ChTables, ClickhouseExporterConfig};
 use sluice_core::component::{ExporterContext, ExporterKind, Problems};
 use std::sync::Arc;
-use sluice_core::{BoxFuture, Coalesce, Delivered, ExportError, Exporter, Telemetry};
+use sluice_core::{BoxFuture, Coalesce, Delivered, ExportError, Exporter, Signal, Telemetry};
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Mutex;
 
@@ -243,39 +248,81 @@ impl ClickhouseExporter {
         f.error
     }
 
-    async fn insert_owned<T>(&self, table: &str, rows: &[T]) -> Result<(), ExportError>
-    where
-        T: RowOwned + RowWrite + Sync,
-    {
-        self.insert::<T, _, _>(table, rows.iter()).await
+    /// Inserts spans or logs as Native blocks built from the encoded request bodies, one block
+    /// per [`MAX_BLOCK_BYTES`] of columns so the memory an insert holds stays bounded.
+    async fn insert_native<C: NativeRows>(
+        &self,
+        table: &str,
+        signal: Signal,
+        batch: &Telemetry,
+    ) -> Result<(), ExportError> {
+        let chunks: Vec<bytes::Bytes> = match batch {
+            Telemetry::Encoded(e) => e.chunks_with_items().map(|(b, _)| b.clone()).collect(),
+            // Decoded upstream (a processor read its fields): encode once and walk that.
+            other => vec![other.encode_protobuf()],
+        };
+        let mut sql = format!("INSERT INTO {}.{table} (", self.cfg.database);
+        for (i, c) in C::COLUMNS.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('`');
+            sql.push_str(c);
+            sql.push('`');
+        }
+        sql.push_str(") FORMAT Native");
+        let timeout = Some(self.cfg.timeout.0);
+        let fail = |e| self.observe(classify_code(e));
+        let mut insert = self
+            .client
+            .insert_formatted_with(sql)
+            .with_timeouts(timeout, timeout);
+        let mut cols = C::default();
+        // The bodies in the block being built, to build it again if one needs canonical form.
+        let mut in_block: Vec<bytes::Bytes> = Vec::new();
+        let mut sent = false;
+        for chunk in chunks {
+            let chunk = match cols.push_request(&chunk) {
+                Ok(()) => chunk,
+                Err(wire_rows::Unusual) => {
+                    // Rare: a singular field repeated (prost merges those). Re-encode the body
+                    // canonically and rebuild this block's columns from scratch.
+                    let canonical = canonical(signal, &chunk)?;
+                    cols.clear();
+                    for b in in_block.iter().chain(std::iter::once(&canonical)) {
+                        cols.push_request(b).map_err(|_| {
+                            ExportError::permanent("cannot render a batch as ClickHouse rows")
+                        })?;
+                    }
+                    canonical
+                }
+            };
+            in_block.push(chunk);
+            if cols.heap_bytes() >= MAX_BLOCK_BYTES {
+                let mut out = Vec::with_capacity(cols.heap_bytes());
+                cols.write_block(&mut out);
+                cols.clear();
+                in_block.clear();
+                insert.send(out.into()).await.map_err(fail)?;
+                sent = true;
+            }
+        }
+        if cols.rows() > 0 {
+            let mut out = Vec::with_capacity(cols.heap_bytes());
+            cols.write_block(&mut out);
+            drop(cols);
+            insert.send(out.into()).await.map_err(fail)?;
+            sent = true;
+        }
+        if !sent {
+            return Ok(());
+        }
+        insert.end().await.map_err(fail)
     }
-}
 
-impl Exporter for ClickhouseExporter {
-    fn coalesce(&self) -> Option<Coalesce> {
-        (self.cfg.min_insert_rows > 1).then_some(Coalesce {
-            min_items: self.cfg.min_insert_rows,
-            max_delay: self.cfg.max_insert_delay.0,
-        })
-    }
-
-    fn export<'a>(&'a self, batch: &'a Telemetry) -> BoxFuture<'a, Result<Delivered, ExportError>> {
-        Box::pin(async move {
-            let mut progress = 0;
-            self.export_resuming(batch, &mut progress).await
-        })
-    }
-
-    /// Metrics go to five tables, one `INSERT` each: `progress` has a bit per table already
-    /// written, so a retry inserts only the tables that failed (no duplicate rows in the others).
-    fn export_resuming<'a>(
-        &'a self,
-        batch: &'a Telemetry,
-        progress: &'a mut u64,
-    ) -> BoxFuture<'a, Result<Delivered, ExportError>> {
-        Box::pin(async move {
-            self.ensure_schema().await?;
-            let t = &self.cfg.tables;
+    /// RowBinary rows of a decoded request, one `INSERT` per table (see `export_resuming`).
+    async fn insert_decoded(&self, batch: &Telemetry, progress: &mut u64) -> Result<(), ExportError> {
+        let t = &self.cfg.tables;
             match batch {
                 Telemetry::Traces(r) => {
                     self.insert::<rows::SpanRow<'static>, _, _>(&t.traces, rows::span_rows(r))
@@ -313,11 +360,123 @@ impl Exporter for ClickhouseExporter {
                         *progress |= 16;
                     }
                 }
-                // The worker decodes batches first (needs_decoded).
+                // `export_resuming` decodes first.
                 Telemetry::Encoded(_) => {
                     return Err(ExportError::permanent(
                         "internal error: batch reached the ClickHouse exporter undecoded",
                     ))
+                }
+            }
+        Ok(())
+    }
+
+    async fn insert_owned<T>(&self, table: &str, rows: &[T]) -> Result<(), ExportError>
+    where
+        T: RowOwned + RowWrite + Sync,
+    {
+        self.insert::<T, _, _>(table, rows.iter()).await
+    }
+}
+
+/// Columns of a Native block above this size are sent and a new block is started: what bounds the
+/// memory one insert holds, whatever the batch size.
+pub const MAX_BLOCK_BYTES: usize = 4 << 20;
+
+/// A table's columns built from encoded requests (spans or logs).
+trait NativeRows: Default + Send {
+    const COLUMNS: &'static [&'static str];
+    fn push_request(&mut self, buf: &[u8]) -> Result<(), wire_rows::Unusual>;
+    fn rows(&self) -> usize;
+    fn heap_bytes(&self) -> usize;
+    fn write_block(&self, out: &mut Vec<u8>);
+    fn clear(&mut self);
+}
+
+macro_rules! native_rows {
+    ($t:ty, $cols:expr) => {
+        impl NativeRows for $t {
+            const COLUMNS: &'static [&'static str] = $cols;
+            fn push_request(&mut self, buf: &[u8]) -> Result<(), wire_rows::Unusual> {
+                <$t>::push_request(self, buf)
+            }
+            fn rows(&self) -> usize {
+                <$t>::rows(self)
+            }
+            fn heap_bytes(&self) -> usize {
+                <$t>::heap_bytes(self)
+            }
+            fn write_block(&self, out: &mut Vec<u8>) {
+                <$t>::write_block(self, out)
+            }
+            fn clear(&mut self) {
+                <$t>::clear(self)
+            }
+        }
+    };
+}
+native_rows!(wire_rows::SpanColumns, wire_rows::SPAN_COLUMNS);
+native_rows!(wire_rows::LogColumns, wire_rows::LOG_COLUMNS);
+
+/// One request body re-encoded by `prost` (repeated singular fields merged).
+fn canonical(signal: Signal, body: &[u8]) -> Result<bytes::Bytes, ExportError> {
+    use prost::Message;
+    let bad = |e: prost::DecodeError| ExportError::permanent(format!("cannot decode batch: {e}"));
+    Ok(match signal {
+        Signal::Traces => opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(body)
+            .map_err(bad)?
+            .encode_to_vec(),
+        _ => opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest::decode(body)
+            .map_err(bad)?
+            .encode_to_vec(),
+    }
+    .into())
+}
+
+impl Exporter for ClickhouseExporter {
+    /// Native inserts read spans and logs from the wire; everything else is decoded in `export`.
+    fn needs_decoded(&self) -> bool {
+        self.cfg.format == ChFormat::RowBinary
+    }
+
+    fn coalesce(&self) -> Option<Coalesce> {
+        (self.cfg.min_insert_rows > 1).then_some(Coalesce {
+            min_items: self.cfg.min_insert_rows,
+            max_delay: self.cfg.max_insert_delay.0,
+        })
+    }
+
+    fn export<'a>(&'a self, batch: &'a Telemetry) -> BoxFuture<'a, Result<Delivered, ExportError>> {
+        Box::pin(async move {
+            let mut progress = 0;
+            self.export_resuming(batch, &mut progress).await
+        })
+    }
+
+    /// Metrics go to five tables, one `INSERT` each: `progress` has a bit per table already
+    /// written, so a retry inserts only the tables that failed (no duplicate rows in the others).
+    fn export_resuming<'a>(
+        &'a self,
+        batch: &'a Telemetry,
+        progress: &'a mut u64,
+    ) -> BoxFuture<'a, Result<Delivered, ExportError>> {
+        Box::pin(async move {
+            self.ensure_schema().await?;
+            let t = &self.cfg.tables;
+            let native = self.cfg.format == ChFormat::Native;
+            match batch.signal() {
+                Signal::Traces if native => {
+                    self.insert_native::<wire_rows::SpanColumns>(&t.traces, Signal::Traces, batch)
+                        .await?
+                }
+                Signal::Logs if native => {
+                    self.insert_native::<wire_rows::LogColumns>(&t.logs, Signal::Logs, batch)
+                        .await?
+                }
+                _ => {
+                    let decoded = batch.decoded().map_err(|e| {
+                        ExportError::permanent(format!("cannot decode batch: {e}"))
+                    })?;
+                    self.insert_decoded(decoded.as_ref(), progress).await?
                 }
             }
             Ok(Delivered::ALL)

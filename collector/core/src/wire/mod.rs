@@ -7,6 +7,7 @@
 
 use sluice_config::Signal;
 
+pub mod fields;
 pub mod size;
 
 /// How a field is encoded on the wire, and what its bytes must satisfy.

@@ -108,6 +108,10 @@ pub struct ClickhouseExporterConfig {
     /// Merge queued batches into inserts of at least this many rows (fewer, larger parts)...
     #[serde(default = "default_ch_min_rows")]
     pub min_insert_rows: u64,
+    /// ...or of at most about this many bytes of OTLP protobuf (spans and logs kept encoded):
+    /// what one insert holds in memory, whatever the rows' size.
+    #[serde(default = "default_ch_max_bytes")]
+    pub max_insert_bytes: sluice_config::ByteSize,
     /// ...or of whatever arrived within this time.
     #[serde(default = "default_ch_max_delay")]
     pub max_insert_delay: HumanDuration,
@@ -127,6 +131,9 @@ fn default_ch_timeout() -> HumanDuration {
 }
 fn default_ch_min_rows() -> u64 {
     10_000
+}
+fn default_ch_max_bytes() -> sluice_config::ByteSize {
+    sluice_config::ByteSize(16 << 20)
 }
 fn default_ch_max_delay() -> HumanDuration {
     HumanDuration::from_secs(1)

@@ -441,6 +441,7 @@ impl Exporter for ClickhouseExporter {
     fn coalesce(&self) -> Option<Coalesce> {
         (self.cfg.min_insert_rows > 1).then_some(Coalesce {
             min_items: self.cfg.min_insert_rows,
+            max_bytes: self.cfg.max_insert_bytes.0,
             max_delay: self.cfg.max_insert_delay.0,
         })
     }

@@ -339,24 +339,24 @@ impl ClickhouseExporter {
                 Telemetry::Metrics(r) => {
                     let m = rows::metric_rows(r);
                     if *progress & 1 == 0 {
-                        self.insert_owned(&t.metrics_gauge, &m.gauge).await?;
+                        self.insert::<rows::GaugeRow<'static>, _, _>(&t.metrics_gauge, m.gauge.iter()).await?;
                         *progress |= 1;
                     }
                     if *progress & 2 == 0 {
-                        self.insert_owned(&t.metrics_sum, &m.sum).await?;
+                        self.insert::<rows::SumRow<'static>, _, _>(&t.metrics_sum, m.sum.iter()).await?;
                         *progress |= 2;
                     }
                     if *progress & 4 == 0 {
-                        self.insert_owned(&t.metrics_histogram, &m.histogram).await?;
+                        self.insert::<rows::HistogramRow<'static>, _, _>(&t.metrics_histogram, m.histogram.iter()).await?;
                         *progress |= 4;
                     }
                     if *progress & 8 == 0 {
-                        self.insert_owned(&t.metrics_exp_histogram, &m.exp_histogram)
+                        self.insert::<rows::ExpHistogramRow<'static>, _, _>(&t.metrics_exp_histogram, m.exp_histogram.iter())
                             .await?;
                         *progress |= 8;
                     }
                     if *progress & 16 == 0 {
-                        self.insert_owned(&t.metrics_summary, &m.summary).await?;
+                        self.insert::<rows::SummaryRow<'static>, _, _>(&t.metrics_summary, m.summary.iter()).await?;
                         *progress |= 16;
                     }
                 }

@@ -105,6 +105,7 @@ type = "clickhouse"
 endpoint = "{ch.url}"
 database = "{db}"
 format = "{fmt}"
+{args.exporter_extra}
 [pipelines.traces]
 signals = ["traces"]
 receivers = ["otlp"]
@@ -149,6 +150,8 @@ def main():
     ap.add_argument("--rate", type=float, default=30_000, help="offered spans/s")
     ap.add_argument("--duration", type=int, default=20, help="seconds of load per collector")
     ap.add_argument("--row-binary", action="store_true", help="also run Sluice with format = \"row_binary\"")
+    ap.add_argument("--exporter-extra", default="", help="more TOML lines for Sluice's clickhouse exporter")
+    ap.add_argument("--no-rotel", action="store_true", help="Sluice only")
     args = ap.parse_args()
     work = pathlib.Path(tempfile.mkdtemp(prefix="sluice-bench-vs-rotel-"))
     ch = ClickHouse(work / "ch")
@@ -159,7 +162,7 @@ def main():
         results.append(run_sluice(ch, work, args, "native"))
         if args.row_binary:
             results.append(run_sluice(ch, work, args, "row_binary"))
-        if ROTEL:
+        if ROTEL and not args.no_rotel:
             results.append(run_rotel(ch, work, args))
         else:
             print("ROTEL_BIN not set: Sluice only", file=sys.stderr)

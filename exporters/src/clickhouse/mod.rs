@@ -380,7 +380,7 @@ impl ClickhouseExporter {
 
 /// Columns of a Native block above this size are sent and a new block is started: what bounds the
 /// memory one insert holds, whatever the batch size.
-pub const MAX_BLOCK_BYTES: usize = 4 << 20;
+pub const MAX_BLOCK_BYTES: usize = 1 << 20;
 
 /// A table's columns built from encoded requests (spans or logs).
 trait NativeRows: Default + Send {

@@ -4,6 +4,8 @@
 //! links and several resources. The Native block is read back by a small reader written here
 //! from the format's description (not from the encoder), so a layout mistake fails too.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
@@ -300,7 +302,11 @@ fn every_value_kind_events_links_and_resources_render_the_same() {
     let span = |i: u8| Span {
         trace_id: vec![i; 16],
         span_id: vec![i + 1; 8],
-        parent_span_id: if i % 2 == 0 { vec![9; 8] } else { vec![] },
+        parent_span_id: if i.is_multiple_of(2) {
+            vec![9; 8]
+        } else {
+            vec![]
+        },
         trace_state: "k=v".into(),
         name: format!("op {}", i % 3),
         kind: i32::from(i % 7),
@@ -324,7 +330,7 @@ fn every_value_kind_events_links_and_resources_render_the_same() {
                 ..Default::default()
             })
             .collect(),
-        status: (i % 3 != 0).then(|| Status {
+        status: (!i.is_multiple_of(3)).then(|| Status {
             code: i32::from(i % 3),
             message: format!("m{i}"),
         }),
@@ -375,7 +381,11 @@ fn every_value_kind_events_links_and_resources_render_the_same() {
     check_traces(&[req.clone(), ExportTraceServiceRequest::default(), req]);
 
     let record = |i: u8| LogRecord {
-        time_unix_nano: if i % 2 == 0 { 0 } else { 100 + u64::from(i) },
+        time_unix_nano: if i.is_multiple_of(2) {
+            0
+        } else {
+            100 + u64::from(i)
+        },
         observed_time_unix_nano: 50,
         severity_number: [0, 9, 17, 24, 300][usize::from(i % 5)],
         severity_text: ["", "INFO", "ERROR"][usize::from(i % 3)].into(),
@@ -391,8 +401,16 @@ fn every_value_kind_events_links_and_resources_render_the_same() {
         },
         attributes: every_value(),
         flags: 0x101,
-        trace_id: if i % 2 == 0 { vec![i; 16] } else { vec![] },
-        span_id: if i % 2 == 0 { vec![i; 8] } else { vec![] },
+        trace_id: if i.is_multiple_of(2) {
+            vec![i; 16]
+        } else {
+            vec![]
+        },
+        span_id: if i.is_multiple_of(2) {
+            vec![i; 8]
+        } else {
+            vec![]
+        },
         event_name: if i == 2 { "evt".into() } else { String::new() },
         ..Default::default()
     };

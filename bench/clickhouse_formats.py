@@ -184,6 +184,9 @@ def main():
     # The same, in arrival order instead of the table's sort order (what a collector sends).
     engine_unsorted = conn._conn.query(f"SELECT {cols} FROM otel.otel_traces ORDER BY Timestamp, SpanId FORMAT Native",
                                        "Native").bytes()
+    engine_small = conn._conn.query(f"SELECT {cols} FROM otel.otel_traces SETTINGS max_block_size = 1700 FORMAT Native",
+                                    "Native").bytes()
+    engine_small_inserts = [(f"INSERT INTO otel.otel_traces ({cols}) FORMAT Native", engine_small)]
     engine_unsorted_inserts = [(f"INSERT INTO otel.otel_traces ({cols}) FORMAT Native", engine_unsorted)]
 
     if os.environ.get("DUMP"):
@@ -200,6 +203,7 @@ def main():
              ("Native, one INSERT", one(captured["native"].inserts)),
              ("Native (engine-written, same rows)", engine_native_inserts),
              ("Native (engine-written, rows not in the table's order)", engine_unsorted_inserts),
+             ("Native (engine-written, 1,700-row blocks)", engine_small_inserts),
              ("ArrowStream lz4_frame (engine-written)", arrow_inserts)]
     # Rounds, each inserting every case once: load from other processes on the machine falls on
     # every case alike; the best round of each case is kept.

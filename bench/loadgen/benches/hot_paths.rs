@@ -9,8 +9,8 @@
 //!   decoded: re-encode);
 //! - `kafka_messages`: the Kafka exporter's message values for a 4,000-span batch (packing encoded
 //!   requests, re-encoding decoded ones, OTLP/JSON, one message per trace);
-//! - `clickhouse_insert`: the ClickHouse exporter's client side for a 4,000-span batch (decode, rows,
-//!   RowBinary, LZ4, HTTP) against an HTTP server that accepts anything;
+//! - `clickhouse_insert`: the ClickHouse exporter's client side for a 4,000-span batch (Native from
+//!   the wire; or decode, rows, RowBinary, LZ4, HTTP) against an HTTP server that accepts anything;
 //! - `balance_split`: the balancing OTLP exporter splitting a 4,000-span batch (every span its own
 //!   trace) three ways by trace id: on the wire, against decode → split → encode.
 //!
@@ -147,20 +147,31 @@ fn clickhouse_insert(c: &mut Criterion) {
     let cfg: sluice_exporters::clickhouse::ClickhouseExporterConfig =
         toml::from_str(&format!("endpoint = \"http://{addr}\"")).unwrap();
     let exporter = sluice_exporters::ClickhouseExporter::new(&cfg).unwrap();
+    let cfg_rb: sluice_exporters::clickhouse::ClickhouseExporterConfig = toml::from_str(&format!(
+        "endpoint = \"http://{addr}\"\nformat = \"row_binary\""
+    ))
+    .unwrap();
+    let exporter_rb = sluice_exporters::ClickhouseExporter::new(&cfg_rb).unwrap();
     let mut g = c.benchmark_group("clickhouse_insert");
     g.throughput(Throughput::Elements(40 * 100));
     let encoded = merged(true);
+    // The default: Native columns straight from the encoded batch.
+    g.bench_function("attrs10-4000/wire+native+lz4+http", |bench| {
+        bench
+            .to_async(&rt)
+            .iter(|| async { exporter.export(&encoded).await.unwrap() })
+    });
     g.bench_function("attrs10-4000/decode+rows+rowbinary+lz4+http", |bench| {
         bench.to_async(&rt).iter(|| async {
             let batch = encoded.decoded().unwrap().into_owned();
-            exporter.export(&batch).await.unwrap();
+            exporter_rb.export(&batch).await.unwrap();
         })
     });
     let decoded = merged(false);
     g.bench_function("attrs10-4000/rows+rowbinary+lz4+http", |bench| {
         bench
             .to_async(&rt)
-            .iter(|| async { exporter.export(&decoded).await.unwrap() })
+            .iter(|| async { exporter_rb.export(&decoded).await.unwrap() })
     });
     g.finish();
 }

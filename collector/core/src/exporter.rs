@@ -941,8 +941,11 @@ async fn export_with_retry(
 /// Merge queued batches of one signal into larger exports (ClickHouse wants big inserts).
 #[derive(Debug, Clone, Copy)]
 pub struct Coalesce {
-    /// Export as soon as this many items are merged.
+    /// Export as soon as this many items are merged...
     pub min_items: u64,
+    /// ...or as soon as merged encoded requests (whose size is known without a walk) reach this
+    /// many bytes, so what an export holds is bounded in bytes too.
+    pub max_bytes: u64,
     /// Export what has been merged once the oldest part waited this long.
     pub max_delay: Duration,
 }
@@ -981,7 +984,11 @@ async fn coalesce_queue(
                         }
                     },
                 }
-                if slot.as_ref().is_some_and(|(acc, _)| acc.items >= c.min_items || acc.data.signal() == Signal::Profiles) {
+                if slot.as_ref().is_some_and(|(acc, _)| {
+                    acc.items >= c.min_items
+                        || acc.data.signal() == Signal::Profiles
+                        || (matches!(acc.data, Telemetry::Encoded(_)) && acc.data.encoded_len() as u64 >= c.max_bytes)
+                }) {
                     if let Some((acc, _)) = slot.take() {
                         let _ = tx.send(acc);
                     }
@@ -1286,6 +1293,7 @@ mod tests {
         let (otx, mut orx) = mpsc::unbounded_channel();
         let c = Coalesce {
             min_items: 1000,
+            max_bytes: u64::MAX,
             max_delay: Duration::from_secs(1),
         };
         let task = tokio::spawn(coalesce_queue(rx, otx, c));
@@ -1310,5 +1318,42 @@ mod tests {
         );
         task.await.unwrap();
         assert!(orx.recv().await.is_none());
+    }
+
+    /// Encoded batches are cut at `max_bytes` too, whatever their item count.
+    #[tokio::test(start_paused = true)]
+    async fn coalescing_cuts_encoded_batches_at_max_bytes() {
+        use prost::Message;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (otx, mut orx) = mpsc::unbounded_channel();
+        let body = match spans(100).data {
+            Telemetry::Traces(r) => bytes::Bytes::from(r.encode_to_vec()),
+            _ => unreachable!(),
+        };
+        let len = body.len() as u64;
+        let c = Coalesce {
+            min_items: 1_000_000,
+            max_bytes: 3 * len,
+            max_delay: Duration::from_secs(60),
+        };
+        let task = tokio::spawn(coalesce_queue(rx, otx, c));
+        for _ in 0..4 {
+            let mut q = spans(0);
+            q.data = Telemetry::Encoded(crate::telemetry::Encoded::new(
+                Signal::Traces,
+                body.clone(),
+                100,
+            ));
+            q.items = 100;
+            tx.send(q).unwrap();
+        }
+        let first = orx.recv().await.unwrap();
+        assert_eq!(
+            (first.items, first.data.encoded_len() as u64),
+            (300, 3 * len)
+        );
+        drop(tx);
+        assert_eq!(orx.recv().await.unwrap().items, 100);
+        task.await.unwrap();
     }
 }

@@ -14,6 +14,18 @@ pub enum ChCompression {
     None,
 }
 
+/// How rows are sent to ClickHouse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ChFormat {
+    /// `FORMAT Native`: columns with LowCardinality dictionaries, built straight from the encoded
+    /// spans and logs (no decode); the cheapest format for the server to insert.
+    #[default]
+    Native,
+    /// `FORMAT RowBinary` rows from the decoded request (what Sluice sent before Native).
+    RowBinary,
+}
+
 /// Table names of the ClickHouse exporter (the OpenTelemetry Collector's defaults).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -84,6 +96,9 @@ pub struct ClickhouseExporterConfig {
     /// Insert compression.
     #[serde(default)]
     pub compression: ChCompression,
+    /// Insert format: `native` (default) or `row_binary`.
+    #[serde(default)]
+    pub format: ChFormat,
     /// Let ClickHouse buffer inserts server-side (`async_insert=1, wait_for_async_insert=1`).
     #[serde(default)]
     pub async_insert: bool,
@@ -93,6 +108,10 @@ pub struct ClickhouseExporterConfig {
     /// Merge queued batches into inserts of at least this many rows (fewer, larger parts)...
     #[serde(default = "default_ch_min_rows")]
     pub min_insert_rows: u64,
+    /// ...or of at most about this many bytes of OTLP protobuf (spans and logs kept encoded):
+    /// what one insert holds in memory, whatever the rows' size.
+    #[serde(default = "default_ch_max_bytes")]
+    pub max_insert_bytes: sluice_config::ByteSize,
     /// ...or of whatever arrived within this time.
     #[serde(default = "default_ch_max_delay")]
     pub max_insert_delay: HumanDuration,
@@ -112,6 +131,9 @@ fn default_ch_timeout() -> HumanDuration {
 }
 fn default_ch_min_rows() -> u64 {
     10_000
+}
+fn default_ch_max_bytes() -> sluice_config::ByteSize {
+    sluice_config::ByteSize(16 << 20)
 }
 fn default_ch_max_delay() -> HumanDuration {
     HumanDuration::from_secs(1)

@@ -1,21 +1,26 @@
 //! The ClickHouse exporter: writes the OpenTelemetry Collector ClickHouse exporter's tables with
-//! the `clickhouse` crate (HTTP, RowBinary, LZ4), one `INSERT` per table per batch.
+//! the `clickhouse` crate's HTTP client (LZ4-compressed bodies), one `INSERT` per table per batch.
+//! Spans and logs go as Native blocks built straight from the encoded requests
+//! ([`wire_rows`]); metrics and profiles (and everything with `format = "row_binary"`) as
+//! RowBinary rows of the decoded request ([`rows`]).
 //!
 //! The schema is created lazily before the first insert (and again after a failure), so a
 //! ClickHouse that is down at start only delays delivery: exports fail retryably, the queue holds
 //! the data, and it flows once the server answers.
 
+pub mod native;
 mod retention;
 pub mod rows;
 pub mod schema;
+pub mod wire_rows;
 
 use clickhouse::{Client, Compression, Row, RowOwned, RowWrite};
 pub mod config;
 
-pub use config::{ChCompression, ChTables, ClickhouseExporterConfig};
+pub use config::{ChCompression, ChFormat, ChTables, ClickhouseExporterConfig};
 use sluice_core::component::{ExporterContext, ExporterKind, Problems};
 use std::sync::Arc;
-use sluice_core::{BoxFuture, Coalesce, Delivered, ExportError, Exporter, Telemetry};
+use sluice_core::{BoxFuture, Coalesce, Delivered, ExportError, Exporter, Signal, Telemetry};
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Mutex;
 
@@ -243,6 +248,128 @@ impl ClickhouseExporter {
         f.error
     }
 
+    /// Inserts spans or logs as Native blocks built from the encoded request bodies, one block
+    /// per [`MAX_BLOCK_BYTES`] of columns so the memory an insert holds stays bounded.
+    async fn insert_native<C: NativeRows>(
+        &self,
+        table: &str,
+        signal: Signal,
+        batch: &Telemetry,
+    ) -> Result<(), ExportError> {
+        let chunks: Vec<bytes::Bytes> = match batch {
+            Telemetry::Encoded(e) => e.chunks_with_items().map(|(b, _)| b.clone()).collect(),
+            // Decoded upstream (a processor read its fields): encode once and walk that.
+            other => vec![other.encode_protobuf()],
+        };
+        let mut sql = format!("INSERT INTO {}.{table} (", self.cfg.database);
+        for (i, c) in C::COLUMNS.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('`');
+            sql.push_str(c);
+            sql.push('`');
+        }
+        sql.push_str(") FORMAT Native");
+        let timeout = Some(self.cfg.timeout.0);
+        let fail = |e| self.observe(classify_code(e));
+        let mut insert = self
+            .client
+            .insert_formatted_with(sql)
+            .with_timeouts(timeout, timeout);
+        let mut cols = C::default();
+        // The bodies in the block being built, to build it again if one needs canonical form.
+        let mut in_block: Vec<bytes::Bytes> = Vec::new();
+        let mut sent = false;
+        for chunk in chunks {
+            let chunk = match cols.push_request(&chunk) {
+                Ok(()) => chunk,
+                Err(wire_rows::Unusual) => {
+                    // Rare: a singular field repeated (prost merges those). Re-encode the body
+                    // canonically and rebuild this block's columns from scratch.
+                    let canonical = canonical(signal, &chunk)?;
+                    cols.clear();
+                    for b in in_block.iter().chain(std::iter::once(&canonical)) {
+                        cols.push_request(b).map_err(|_| {
+                            ExportError::permanent("cannot render a batch as ClickHouse rows")
+                        })?;
+                    }
+                    canonical
+                }
+            };
+            in_block.push(chunk);
+            if cols.heap_bytes() >= MAX_BLOCK_BYTES {
+                let mut out = Vec::with_capacity(cols.heap_bytes());
+                cols.write_block(&mut out);
+                cols.clear();
+                in_block.clear();
+                insert.send(out.into()).await.map_err(fail)?;
+                sent = true;
+            }
+        }
+        if cols.rows() > 0 {
+            let mut out = Vec::with_capacity(cols.heap_bytes());
+            cols.write_block(&mut out);
+            drop(cols);
+            insert.send(out.into()).await.map_err(fail)?;
+            sent = true;
+        }
+        if !sent {
+            return Ok(());
+        }
+        insert.end().await.map_err(fail)
+    }
+
+    /// RowBinary rows of a decoded request, one `INSERT` per table (see `export_resuming`).
+    async fn insert_decoded(&self, batch: &Telemetry, progress: &mut u64) -> Result<(), ExportError> {
+        let t = &self.cfg.tables;
+            match batch {
+                Telemetry::Traces(r) => {
+                    self.insert::<rows::SpanRow<'static>, _, _>(&t.traces, rows::span_rows(r))
+                        .await?
+                }
+                Telemetry::Logs(r) => {
+                    self.insert::<rows::LogRow<'static>, _, _>(&t.logs, rows::log_rows(r))
+                        .await?
+                }
+                Telemetry::Profiles(r) => {
+                    let p = rows::profile_rows(r);
+                    self.insert_owned(&t.profiles, &p).await?
+                }
+                Telemetry::Metrics(r) => {
+                    let m = rows::metric_rows(r);
+                    if *progress & 1 == 0 {
+                        self.insert::<rows::GaugeRow<'static>, _, _>(&t.metrics_gauge, m.gauge.iter()).await?;
+                        *progress |= 1;
+                    }
+                    if *progress & 2 == 0 {
+                        self.insert::<rows::SumRow<'static>, _, _>(&t.metrics_sum, m.sum.iter()).await?;
+                        *progress |= 2;
+                    }
+                    if *progress & 4 == 0 {
+                        self.insert::<rows::HistogramRow<'static>, _, _>(&t.metrics_histogram, m.histogram.iter()).await?;
+                        *progress |= 4;
+                    }
+                    if *progress & 8 == 0 {
+                        self.insert::<rows::ExpHistogramRow<'static>, _, _>(&t.metrics_exp_histogram, m.exp_histogram.iter())
+                            .await?;
+                        *progress |= 8;
+                    }
+                    if *progress & 16 == 0 {
+                        self.insert::<rows::SummaryRow<'static>, _, _>(&t.metrics_summary, m.summary.iter()).await?;
+                        *progress |= 16;
+                    }
+                }
+                // `export_resuming` decodes first.
+                Telemetry::Encoded(_) => {
+                    return Err(ExportError::permanent(
+                        "internal error: batch reached the ClickHouse exporter undecoded",
+                    ))
+                }
+            }
+        Ok(())
+    }
+
     async fn insert_owned<T>(&self, table: &str, rows: &[T]) -> Result<(), ExportError>
     where
         T: RowOwned + RowWrite + Sync,
@@ -251,10 +378,70 @@ impl ClickhouseExporter {
     }
 }
 
+/// Columns of a Native block above this size are sent and a new block is started: what bounds the
+/// memory one insert holds, whatever the batch size.
+pub const MAX_BLOCK_BYTES: usize = 1 << 20;
+
+/// A table's columns built from encoded requests (spans or logs).
+trait NativeRows: Default + Send {
+    const COLUMNS: &'static [&'static str];
+    fn push_request(&mut self, buf: &[u8]) -> Result<(), wire_rows::Unusual>;
+    fn rows(&self) -> usize;
+    fn heap_bytes(&self) -> usize;
+    fn write_block(&self, out: &mut Vec<u8>);
+    fn clear(&mut self);
+}
+
+macro_rules! native_rows {
+    ($t:ty, $cols:expr) => {
+        impl NativeRows for $t {
+            const COLUMNS: &'static [&'static str] = $cols;
+            fn push_request(&mut self, buf: &[u8]) -> Result<(), wire_rows::Unusual> {
+                <$t>::push_request(self, buf)
+            }
+            fn rows(&self) -> usize {
+                <$t>::rows(self)
+            }
+            fn heap_bytes(&self) -> usize {
+                <$t>::heap_bytes(self)
+            }
+            fn write_block(&self, out: &mut Vec<u8>) {
+                <$t>::write_block(self, out)
+            }
+            fn clear(&mut self) {
+                <$t>::clear(self)
+            }
+        }
+    };
+}
+native_rows!(wire_rows::SpanColumns, wire_rows::SPAN_COLUMNS);
+native_rows!(wire_rows::LogColumns, wire_rows::LOG_COLUMNS);
+
+/// One request body re-encoded by `prost` (repeated singular fields merged).
+fn canonical(signal: Signal, body: &[u8]) -> Result<bytes::Bytes, ExportError> {
+    use prost::Message;
+    let bad = |e: prost::DecodeError| ExportError::permanent(format!("cannot decode batch: {e}"));
+    Ok(match signal {
+        Signal::Traces => opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(body)
+            .map_err(bad)?
+            .encode_to_vec(),
+        _ => opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest::decode(body)
+            .map_err(bad)?
+            .encode_to_vec(),
+    }
+    .into())
+}
+
 impl Exporter for ClickhouseExporter {
+    /// Native inserts read spans and logs from the wire; everything else is decoded in `export`.
+    fn needs_decoded(&self) -> bool {
+        self.cfg.format == ChFormat::RowBinary
+    }
+
     fn coalesce(&self) -> Option<Coalesce> {
         (self.cfg.min_insert_rows > 1).then_some(Coalesce {
             min_items: self.cfg.min_insert_rows,
+            max_bytes: self.cfg.max_insert_bytes.0,
             max_delay: self.cfg.max_insert_delay.0,
         })
     }
@@ -276,48 +463,21 @@ impl Exporter for ClickhouseExporter {
         Box::pin(async move {
             self.ensure_schema().await?;
             let t = &self.cfg.tables;
-            match batch {
-                Telemetry::Traces(r) => {
-                    self.insert::<rows::SpanRow<'static>, _, _>(&t.traces, rows::span_rows(r))
+            let native = self.cfg.format == ChFormat::Native;
+            match batch.signal() {
+                Signal::Traces if native => {
+                    self.insert_native::<wire_rows::SpanColumns>(&t.traces, Signal::Traces, batch)
                         .await?
                 }
-                Telemetry::Logs(r) => {
-                    self.insert::<rows::LogRow<'static>, _, _>(&t.logs, rows::log_rows(r))
+                Signal::Logs if native => {
+                    self.insert_native::<wire_rows::LogColumns>(&t.logs, Signal::Logs, batch)
                         .await?
                 }
-                Telemetry::Profiles(r) => {
-                    let p = rows::profile_rows(r);
-                    self.insert_owned(&t.profiles, &p).await?
-                }
-                Telemetry::Metrics(r) => {
-                    let m = rows::metric_rows(r);
-                    if *progress & 1 == 0 {
-                        self.insert_owned(&t.metrics_gauge, &m.gauge).await?;
-                        *progress |= 1;
-                    }
-                    if *progress & 2 == 0 {
-                        self.insert_owned(&t.metrics_sum, &m.sum).await?;
-                        *progress |= 2;
-                    }
-                    if *progress & 4 == 0 {
-                        self.insert_owned(&t.metrics_histogram, &m.histogram).await?;
-                        *progress |= 4;
-                    }
-                    if *progress & 8 == 0 {
-                        self.insert_owned(&t.metrics_exp_histogram, &m.exp_histogram)
-                            .await?;
-                        *progress |= 8;
-                    }
-                    if *progress & 16 == 0 {
-                        self.insert_owned(&t.metrics_summary, &m.summary).await?;
-                        *progress |= 16;
-                    }
-                }
-                // The worker decodes batches first (needs_decoded).
-                Telemetry::Encoded(_) => {
-                    return Err(ExportError::permanent(
-                        "internal error: batch reached the ClickHouse exporter undecoded",
-                    ))
+                _ => {
+                    let decoded = batch.decoded().map_err(|e| {
+                        ExportError::permanent(format!("cannot decode batch: {e}"))
+                    })?;
+                    self.insert_decoded(decoded.as_ref(), progress).await?
                 }
             }
             Ok(Delivered::ALL)

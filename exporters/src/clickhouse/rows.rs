@@ -12,7 +12,7 @@ use opentelemetry_proto::tonic::common::v1::{
     any_value::Value, AnyValue, InstrumentationScope, KeyValue,
 };
 use opentelemetry_proto::tonic::metrics::v1::{
-    exemplar, metric::Data, number_data_point, Exemplar,
+    exemplar, metric::Data, number_data_point, summary_data_point::ValueAtQuantile, Exemplar,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
@@ -324,49 +324,36 @@ pub fn log_rows(req: &ExportLogsServiceRequest) -> impl Iterator<Item = LogRow<'
     })
 }
 
-/// Columns every metric table shares.
-pub struct MetricCommon {
-    resource_attributes: Attrs,
-    resource_schema_url: String,
-    scope_name: String,
-    scope_version: String,
-    scope_attributes: Attrs,
+/// Columns every metric table shares, borrowed from the request: a data point's row copies no
+/// attribute or string (resource and scope attributes are written from the request per row).
+pub struct MetricCommon<'a> {
+    resource_attributes: AttrMap<'a>,
+    resource_schema_url: &'a str,
+    scope_name: &'a str,
+    scope_version: &'a str,
+    scope_attributes: AttrMap<'a>,
     scope_dropped_attr_count: u32,
-    scope_schema_url: String,
-    service_name: String,
-    metric_name: String,
-    metric_description: String,
-    metric_unit: String,
-    attributes: Attrs,
+    scope_schema_url: &'a str,
+    service_name: ValueStr<'a>,
+    metric_name: &'a str,
+    metric_description: &'a str,
+    metric_unit: &'a str,
+    attributes: AttrMap<'a>,
     start_time_unix: i64,
     time_unix: i64,
 }
 
-/// Exemplar columns (`Exemplars Nested(...)`).
-pub struct Exemplars {
-    filtered_attributes: Vec<Attrs>,
-    time_unix: Vec<i64>,
-    value: Vec<f64>,
-    span_id: Vec<String>,
-    trace_id: Vec<String>,
-}
-
-fn exemplars(ex: &[Exemplar]) -> Exemplars {
-    Exemplars {
-        filtered_attributes: ex.iter().map(|e| attrs(&e.filtered_attributes)).collect(),
-        time_unix: ex.iter().map(|e| nanos(e.time_unix_nano)).collect(),
-        value: ex
-            .iter()
-            .map(|e| match e.value {
-                Some(exemplar::Value::AsDouble(d)) => d,
-                Some(exemplar::Value::AsInt(i)) => i as f64,
-                None => 0.0,
-            })
-            .collect(),
-        span_id: ex.iter().map(|e| hex(&e.span_id)).collect(),
-        trace_id: ex.iter().map(|e| hex(&e.trace_id)).collect(),
-    }
-}
+nested_column!(ExemplarAttrs, Exemplar, |e| AttrMap(&e.filtered_attributes));
+nested_column!(ExemplarTimes, Exemplar, |e| nanos(e.time_unix_nano));
+nested_column!(ExemplarValues, Exemplar, |e| match e.value {
+    Some(exemplar::Value::AsDouble(d)) => d,
+    Some(exemplar::Value::AsInt(i)) => i as f64,
+    None => 0.0,
+});
+nested_column!(ExemplarSpanIds, Exemplar, |e| Hex(&e.span_id));
+nested_column!(ExemplarTraceIds, Exemplar, |e| Hex(&e.trace_id));
+nested_column!(Quantiles, ValueAtQuantile, |q| q.quantile);
+nested_column!(QuantileValues, ValueAtQuantile, |q| q.value);
 
 /// Declares a metric table's row: the shared columns, then the table's own. `Row` derive
 /// needs flat structs (no `serde(flatten)`), hence the macro.
@@ -374,15 +361,15 @@ macro_rules! metric_row {
     ($(#[$doc:meta])* $name:ident with_exemplars { $($extra:tt)* }) => {
         metric_row!($(#[$doc])* $name {
             #[serde(rename = "Exemplars.FilteredAttributes")]
-            pub ex_attrs: Vec<Attrs>,
+            pub ex_attrs: ExemplarAttrs<'a>,
             #[serde(rename = "Exemplars.TimeUnix")]
-            pub ex_time: Vec<i64>,
+            pub ex_time: ExemplarTimes<'a>,
             #[serde(rename = "Exemplars.Value")]
-            pub ex_value: Vec<f64>,
+            pub ex_value: ExemplarValues<'a>,
             #[serde(rename = "Exemplars.SpanId")]
-            pub ex_span: Vec<String>,
+            pub ex_span: ExemplarSpanIds<'a>,
             #[serde(rename = "Exemplars.TraceId")]
-            pub ex_trace: Vec<String>,
+            pub ex_trace: ExemplarTraceIds<'a>,
             $($extra)*
         });
     };
@@ -390,19 +377,19 @@ macro_rules! metric_row {
         $(#[$doc])*
         #[derive(Row, Serialize)]
         #[allow(non_snake_case)]
-        pub struct $name {
-            pub ResourceAttributes: Attrs,
-            pub ResourceSchemaUrl: String,
-            pub ScopeName: String,
-            pub ScopeVersion: String,
-            pub ScopeAttributes: Attrs,
+        pub struct $name<'a> {
+            pub ResourceAttributes: AttrMap<'a>,
+            pub ResourceSchemaUrl: &'a str,
+            pub ScopeName: &'a str,
+            pub ScopeVersion: &'a str,
+            pub ScopeAttributes: AttrMap<'a>,
             pub ScopeDroppedAttrCount: u32,
-            pub ScopeSchemaUrl: String,
-            pub ServiceName: String,
-            pub MetricName: String,
-            pub MetricDescription: String,
-            pub MetricUnit: String,
-            pub Attributes: Attrs,
+            pub ScopeSchemaUrl: &'a str,
+            pub ServiceName: ValueStr<'a>,
+            pub MetricName: &'a str,
+            pub MetricDescription: &'a str,
+            pub MetricUnit: &'a str,
+            pub Attributes: AttrMap<'a>,
             pub StartTimeUnix: i64,
             pub TimeUnix: i64,
             $($extra)*
@@ -413,18 +400,18 @@ macro_rules! metric_row {
 /// Builds a metric row from the shared columns and the table's own.
 macro_rules! build_row {
     ($name:ident, $c:expr, exemplars: $ex:expr, { $($f:ident : $v:expr),* $(,)? }) => {{
-        let ex: Exemplars = $ex;
+        let ex: &[Exemplar] = $ex;
         build_row!($name, $c, {
-            ex_attrs: ex.filtered_attributes,
-            ex_time: ex.time_unix,
-            ex_value: ex.value,
-            ex_span: ex.span_id,
-            ex_trace: ex.trace_id,
+            ex_attrs: ExemplarAttrs(ex),
+            ex_time: ExemplarTimes(ex),
+            ex_value: ExemplarValues(ex),
+            ex_span: ExemplarSpanIds(ex),
+            ex_trace: ExemplarTraceIds(ex),
             $($f: $v,)*
         })
     }};
     ($name:ident, $c:expr, { $($f:ident : $v:expr),* $(,)? }) => {{
-        let c: MetricCommon = $c;
+        let c: MetricCommon<'_> = $c;
         $name {
             ResourceAttributes: c.resource_attributes,
             ResourceSchemaUrl: c.resource_schema_url,
@@ -468,8 +455,8 @@ metric_row!(
     HistogramRow with_exemplars {
         pub Count: u64,
         pub Sum: f64,
-        pub BucketCounts: Vec<u64>,
-        pub ExplicitBounds: Vec<f64>,
+        pub BucketCounts: &'a [u64],
+        pub ExplicitBounds: &'a [f64],
         pub Flags: u32,
         pub Min: f64,
         pub Max: f64,
@@ -485,9 +472,9 @@ metric_row!(
         pub Scale: i32,
         pub ZeroCount: u64,
         pub PositiveOffset: i32,
-        pub PositiveBucketCounts: Vec<u64>,
+        pub PositiveBucketCounts: &'a [u64],
         pub NegativeOffset: i32,
-        pub NegativeBucketCounts: Vec<u64>,
+        pub NegativeBucketCounts: &'a [u64],
         pub Flags: u32,
         pub Min: f64,
         pub Max: f64,
@@ -501,26 +488,26 @@ metric_row!(
         pub Count: u64,
         pub Sum: f64,
         #[serde(rename = "ValueAtQuantiles.Quantile")]
-        pub quantiles: Vec<f64>,
+        pub quantiles: Quantiles<'a>,
         #[serde(rename = "ValueAtQuantiles.Value")]
-        pub values: Vec<f64>,
+        pub values: QuantileValues<'a>,
         pub Flags: u32,
     }
 );
 
-/// Metric rows, one vector per table.
+/// Metric rows, one vector per table, borrowing from the request.
 #[derive(Default)]
-pub struct MetricRows {
+pub struct MetricRows<'a> {
     /// Gauges.
-    pub gauge: Vec<GaugeRow>,
+    pub gauge: Vec<GaugeRow<'a>>,
     /// Sums.
-    pub sum: Vec<SumRow>,
+    pub sum: Vec<SumRow<'a>>,
     /// Histograms.
-    pub histogram: Vec<HistogramRow>,
+    pub histogram: Vec<HistogramRow<'a>>,
     /// Exponential histograms.
-    pub exp_histogram: Vec<ExpHistogramRow>,
+    pub exp_histogram: Vec<ExpHistogramRow<'a>>,
     /// Summaries.
-    pub summary: Vec<SummaryRow>,
+    pub summary: Vec<SummaryRow<'a>>,
 }
 
 fn number(v: &Option<number_data_point::Value>) -> f64 {
@@ -532,44 +519,44 @@ fn number(v: &Option<number_data_point::Value>) -> f64 {
 }
 
 /// Metric data points → rows of the five metric tables.
-pub fn metric_rows(req: &ExportMetricsServiceRequest) -> MetricRows {
+pub fn metric_rows<'r>(req: &'r ExportMetricsServiceRequest) -> MetricRows<'r> {
+    /// Gives the closure below the request's lifetime (closures do not infer it).
+    fn with_lifetime<'r, F: Fn(&'r [KeyValue], u64, u64) -> MetricCommon<'r>>(f: F) -> F {
+        f
+    }
     let mut out = MetricRows::default();
     for rm in &req.resource_metrics {
-        let res_attrs = rm
-            .resource
-            .as_ref()
-            .map(|r| attrs(&r.attributes))
-            .unwrap_or_default();
-        let service = service_name(rm.resource.as_ref());
+        let resource = rm.resource.as_ref();
+        let service = service_value(resource);
         for sm in &rm.scope_metrics {
-            let (scope_name, scope_version, scope_attrs) = scope_parts(sm.scope.as_ref());
-            let dropped = sm.scope.as_ref().map_or(0, |s| s.dropped_attributes_count);
+            let scope = sm.scope.as_ref();
+            let dropped = scope.map_or(0, |s| s.dropped_attributes_count);
             for m in &sm.metrics {
-                let common = |a: &[KeyValue], start: u64, time: u64| MetricCommon {
-                    resource_attributes: res_attrs.clone(),
-                    resource_schema_url: rm.schema_url.clone(),
-                    scope_name: scope_name.clone(),
-                    scope_version: scope_version.clone(),
-                    scope_attributes: scope_attrs.clone(),
+                let common = with_lifetime(|a, start, time| MetricCommon {
+                    resource_attributes: resource_attrs(resource),
+                    resource_schema_url: &rm.schema_url,
+                    scope_name: scope.map_or("", |sc| sc.name.as_str()),
+                    scope_version: scope.map_or("", |sc| sc.version.as_str()),
+                    scope_attributes: AttrMap(scope.map_or(&[][..], |sc| &sc.attributes[..])),
                     scope_dropped_attr_count: dropped,
-                    scope_schema_url: sm.schema_url.clone(),
-                    service_name: service.clone(),
-                    metric_name: m.name.clone(),
-                    metric_description: m.description.clone(),
-                    metric_unit: m.unit.clone(),
-                    attributes: attrs(a),
+                    scope_schema_url: &sm.schema_url,
+                    service_name: service,
+                    metric_name: &m.name,
+                    metric_description: &m.description,
+                    metric_unit: &m.unit,
+                    attributes: AttrMap(a),
                     start_time_unix: nanos(start),
                     time_unix: nanos(time),
-                };
+                });
                 match &m.data {
                     Some(Data::Gauge(g)) => out.gauge.extend(g.data_points.iter().map(|p| {
-                        build_row!(GaugeRow, common(&p.attributes, p.start_time_unix_nano, p.time_unix_nano), exemplars: exemplars(&p.exemplars), {
+                        build_row!(GaugeRow, common(&p.attributes, p.start_time_unix_nano, p.time_unix_nano), exemplars: &p.exemplars, {
                             Value: number(&p.value),
                             Flags: p.flags,
                         })
                     })),
                     Some(Data::Sum(sum)) => out.sum.extend(sum.data_points.iter().map(|p| {
-                        build_row!(SumRow, common(&p.attributes, p.start_time_unix_nano, p.time_unix_nano), exemplars: exemplars(&p.exemplars), {
+                        build_row!(SumRow, common(&p.attributes, p.start_time_unix_nano, p.time_unix_nano), exemplars: &p.exemplars, {
                             Value: number(&p.value),
                             Flags: p.flags,
                             AggregationTemporality: sum.aggregation_temporality,
@@ -577,11 +564,11 @@ pub fn metric_rows(req: &ExportMetricsServiceRequest) -> MetricRows {
                         })
                     })),
                     Some(Data::Histogram(h)) => out.histogram.extend(h.data_points.iter().map(|p| {
-                        build_row!(HistogramRow, common(&p.attributes, p.start_time_unix_nano, p.time_unix_nano), exemplars: exemplars(&p.exemplars), {
+                        build_row!(HistogramRow, common(&p.attributes, p.start_time_unix_nano, p.time_unix_nano), exemplars: &p.exemplars, {
                             Count: p.count,
                             Sum: p.sum.unwrap_or(0.0),
-                            BucketCounts: p.bucket_counts.clone(),
-                            ExplicitBounds: p.explicit_bounds.clone(),
+                            BucketCounts: &p.bucket_counts,
+                            ExplicitBounds: &p.explicit_bounds,
                             Flags: p.flags,
                             Min: p.min.unwrap_or(0.0),
                             Max: p.max.unwrap_or(0.0),
@@ -589,15 +576,15 @@ pub fn metric_rows(req: &ExportMetricsServiceRequest) -> MetricRows {
                         })
                     })),
                     Some(Data::ExponentialHistogram(h)) => out.exp_histogram.extend(h.data_points.iter().map(|p| {
-                        build_row!(ExpHistogramRow, common(&p.attributes, p.start_time_unix_nano, p.time_unix_nano), exemplars: exemplars(&p.exemplars), {
+                        build_row!(ExpHistogramRow, common(&p.attributes, p.start_time_unix_nano, p.time_unix_nano), exemplars: &p.exemplars, {
                             Count: p.count,
                             Sum: p.sum.unwrap_or(0.0),
                             Scale: p.scale,
                             ZeroCount: p.zero_count,
                             PositiveOffset: p.positive.as_ref().map_or(0, |b| b.offset),
-                            PositiveBucketCounts: p.positive.as_ref().map(|b| b.bucket_counts.clone()).unwrap_or_default(),
+                            PositiveBucketCounts: p.positive.as_ref().map_or(&[][..], |b| &b.bucket_counts[..]),
                             NegativeOffset: p.negative.as_ref().map_or(0, |b| b.offset),
-                            NegativeBucketCounts: p.negative.as_ref().map(|b| b.bucket_counts.clone()).unwrap_or_default(),
+                            NegativeBucketCounts: p.negative.as_ref().map_or(&[][..], |b| &b.bucket_counts[..]),
                             Flags: p.flags,
                             Min: p.min.unwrap_or(0.0),
                             Max: p.max.unwrap_or(0.0),
@@ -608,8 +595,8 @@ pub fn metric_rows(req: &ExportMetricsServiceRequest) -> MetricRows {
                         build_row!(SummaryRow, common(&p.attributes, p.start_time_unix_nano, p.time_unix_nano), {
                             Count: p.count,
                             Sum: p.sum,
-                            quantiles: p.quantile_values.iter().map(|q| q.quantile).collect(),
-                            values: p.quantile_values.iter().map(|q| q.value).collect(),
+                            quantiles: Quantiles(&p.quantile_values),
+                            values: QuantileValues(&p.quantile_values),
                             Flags: p.flags,
                         })
                     })),

@@ -7,6 +7,7 @@
 
 use sluice_config::Signal;
 
+pub mod fields;
 pub mod rewrite;
 pub mod size;
 pub mod split;

@@ -294,7 +294,14 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_only_the_unacknowledged
         t.join(60)
         assert done.is_set()
         want = expected_ids(range(records))
-        wait_for(lambda: want <= set(sink.ids()), timeout=90, what="every span at the backend after the kill")
+        try:
+            wait_for(lambda: want <= set(sink.ids()), timeout=90, what="every span at the backend after the kill")
+        except AssertionError:
+            missing = sorted(int(i, 16) // 100 for i in want - set(sink.ids()))
+            raise AssertionError(f"{len(missing)} spans missing, of records {sorted(set(missing))[:20]}…; committed "
+                                 f"{committed(kafka, 'otlp_spans', 4)}, produced {p.ends}; accepted "
+                                 f"{[g.metric('sluice_receiver_accepted_items_total') for g in gateways]}, unacknowledged "
+                                 f"{[g.metric('sluice_receiver_kafka_unacknowledged') for g in gateways]}")
         ids = sink.ids()
         duplicates = len(ids) - len(set(ids))
         print(f"\nSIGKILL with {in_flight:.0f} records unacknowledged at the victim: {len(want)} spans, {duplicates} duplicates "

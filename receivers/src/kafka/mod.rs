@@ -276,9 +276,14 @@ impl ConsumerContext for Ctx {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(assigned) => {
+                // librdkafka keeps a partition paused across a revoke and a new assignment to
+                // the same member; every assigned partition starts afresh here, unpaused.
+                if let Err(e) = consumer.resume(assigned) {
+                    tracing::warn!(receiver = %self.0.name, error = %e, "cannot resume newly assigned partitions");
+                }
                 let mut parts = self.0.parts();
                 for e in assigned.elements() {
                     parts

@@ -82,6 +82,40 @@ def test_sidecar_exports_to_gateway_over_tls(make_sluice, pki, proxies, protocol
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
+@pytest.mark.parametrize("mode", ["ca", "mtls"])
+def test_sidecar_exports_to_a_gateway_sluice_that_terminates_tls_itself(make_sluice, pki, protocol, mode):
+    """No terminator in between: the gateway's own listener (rustls) takes the sidecar's TLS, and with
+    `client_ca_file` demands the sidecar's client certificate."""
+    gateway = make_sluice("gateway")
+    tls = f'tls = {{ cert_file = "{pki.server_cert}", key_file = "{pki.server_key}"'
+    if mode == "mtls":
+        tls += f', client_ca_file = "{pki.ca_file}"'
+    gateway.start(gateway.default_config(batch_timeout="50ms", receiver_extra=tls + " }"))
+    client_tls = f'ca_file = "{pki.ca_file}"'
+    if mode == "mtls":
+        client_tls += f', cert_file = "{pki.client_cert}", key_file = "{pki.client_key}"'
+    port = gateway.grpc if protocol == "grpc" else gateway.http
+    sidecar = make_sluice("sidecar")
+    sidecar.start(sidecar.default_config(exporter=otlp_exporter(protocol, port, client_tls)))
+    ids = send_spans(sidecar, 200)
+    spans = wait_for(lambda: (s := spans_of(gateway.output("traces"))) and len(s) >= 200 and s,
+                     what="200 spans at the gateway")
+    assert {s["spanId"] for s in spans} == ids and len(spans) == 200
+    assert sidecar.metric("sluice_exporter_sent_items_total", signal="traces") == 200
+    assert sidecar.metric("sluice_exporter_failed_items_total", signal="traces") == 0
+    assert gateway.metric("sluice_receiver_accepted_items_total", signal="traces") == 200
+    if mode == "mtls":
+        # The same sidecar without its certificate is refused by the gateway and says so.
+        bare = make_sluice("bare")
+        bare.start(bare.default_config(exporter=otlp_exporter(protocol, port, f'ca_file = "{pki.ca_file}"',
+                                                               extra='retry = { max_elapsed = "1s" }')))
+        send_spans(bare, 5, name="bare")
+        wait_for(lambda: bare.metric("sluice_exporter_failed_items_total", signal="traces") == 5,
+                 what="the uncertified sidecar's spans counted as failed")
+        assert gateway.metric("sluice_receiver_accepted_items_total", signal="traces") == 200
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
 @pytest.mark.parametrize("fault", ["wrong_ca", "no_client_cert"])
 def test_tls_failure_is_retried_and_counted(make_sluice, pki, proxies, tmp_path, protocol, fault):
     gateway = make_sluice("gateway").start()

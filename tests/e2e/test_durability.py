@@ -428,3 +428,59 @@ def test_sigterm_with_a_stalled_client_flushes_and_exits(sluice):
     assert took < 15, f"shutdown took {took:.1f}s"
     keys = span_keys(sluice)
     assert len(set(keys)) == 500 and len(keys) == 500, "accepted data flushed once"
+
+
+def test_a_clickhouse_database_dropped_under_sluice_is_created_again(sluice, tmp_path):
+    """Recoverable ClickHouse errors: the database is dropped while Sluice runs; the next batch meets
+    UNKNOWN_DATABASE, the schema is created again and the batch lands — nothing dropped."""
+    from chfront import ClickHouse
+    from test_clickhouse import ch_config
+
+    ch = ClickHouse(tmp_path / "ch")
+    try:
+        sluice.start(ch_config(sluice, ch.url, extra="min_insert_rows = 1"))
+        assert send(sluice, 100, tid(1)).status_code == 200
+        wait_for(lambda: ch.count("otel.otel_traces") == 100, timeout=30, what="first 100 rows")
+        ch.execute("DROP DATABASE otel")
+        for i in range(2, 5):
+            assert send(sluice, 100, tid(i)).status_code == 200
+        wait_for(lambda: ch.value("SELECT count() FROM system.databases WHERE name = 'otel'") == 1
+                 and ch.count("otel.otel_traces") == 300, timeout=60, what="300 rows in the re-created database")
+        assert sluice.metric("sluice_dropped_items_total") == 0
+        assert sluice.metric("sluice_exporter_failed_items_total") == 0
+        assert sluice.metric("sluice_exporter_sent_items_total", signal="traces") == 400
+    finally:
+        ch.stop()
+
+
+def test_clickhouse_authentication_failures_keep_the_data_and_retry_until_fixed(sluice, tmp_path):
+    """Recoverable ClickHouse errors: the server refuses Sluice's password (an operator rotated it on
+    one side only). Batches stay queued and are retried with backoff, the failure is logged loudly,
+    nothing is dropped; once the server takes the password again every span lands, once."""
+    from chfront import ClickHouse
+    from test_clickhouse import ch_config
+
+    port = free_port()
+    ch = ClickHouse(tmp_path / "ch", port=port, user="sluice", password="rotated")
+    try:
+        sluice.start(ch_config(sluice, f"http://sluice:pw-0r1g1nal@127.0.0.1:{port}", extra="min_insert_rows = 1"))
+        for i in range(1, 6):
+            assert send(sluice, 100, tid(i)).status_code == 200
+        wait_for(lambda: "authentication" in sluice.log_text().lower() and " ERROR " in sluice.log_text(),
+                 timeout=30, what="a loud authentication error in the log")
+        time.sleep(3)  # several retry rounds while the password is wrong
+        log = sluice.log_text()
+        loud = [l for l in log.splitlines() if "refused our credentials" in l]
+        assert len(loud) == 1 and "user=sluice" in loud[0], loud  # once per 10 s, naming the user
+        assert "pw-0r1g1nal" not in log
+        assert sluice.metric("sluice_dropped_items_total") == 0
+        assert sluice.metric("sluice_exporter_failed_items_total") == 0
+        assert sluice.metric("sluice_exporter_sent_items_total", signal="traces") == 0
+        ch.stop()
+        ch = ClickHouse(tmp_path / "ch", port=port, user="sluice", password="pw-0r1g1nal")
+        wait_for(lambda: ch.count("otel.otel_traces") == 500, timeout=60, what="all 500 spans after the fix")
+        wait_for(lambda: sluice.metric("sluice_exporter_sent_items_total", signal="traces") == 500, what="books")
+        assert sluice.metric("sluice_dropped_items_total") == 0
+        assert ch.value("SELECT count() FROM (SELECT SpanId FROM otel.otel_traces GROUP BY SpanId, TraceId HAVING count() > 1)") == 0
+    finally:
+        ch.stop()

@@ -9,6 +9,7 @@ pub mod exporter;
 pub mod grpc_codec;
 pub mod lease;
 pub mod load;
+pub mod log_every;
 pub mod memory;
 pub mod metrics;
 pub mod pipeline;
@@ -22,6 +23,7 @@ pub use exporter::{
 };
 pub use lease::{Held, Lease};
 pub use load::{DownstreamLoad, LoadSignal};
+pub use log_every::LogEvery;
 pub use memory::{Charge, MemoryBudget, OverBudget};
 pub use metrics::{DropReason, Metrics, PerSignal};
 pub use pipeline::{Envelope, PipelineInput, PipelineSender, Refused, Routes, SendError};

@@ -64,6 +64,11 @@ pub struct ClickhouseExporter {
     cfg: ClickhouseExporterConfig,
     schema_ready: AtomicBool,
     schema_lock: Mutex<()>,
+    /// The user ClickHouse sees (the setting, the endpoint's `user@`, or its `default`): named
+    /// when the server refuses the credentials.
+    user: String,
+    /// Refused credentials are logged loudly, once per 10 s however many batches retry.
+    auth_log: sluice_core::LogEvery,
 }
 
 /// ClickHouse error codes that mean "back off", not "your data is wrong".
@@ -162,7 +167,8 @@ impl ClickhouseExporter {
                 ChCompression::Lz4 => Compression::Lz4,
                 ChCompression::None => Compression::None,
             });
-        if let Some(u) = cfg.username.clone().or(url_user) {
+        let user = cfg.username.clone().or(url_user);
+        if let Some(u) = user.clone() {
             client = client.with_user(u);
         }
         if let Some(p) = cfg.password.clone().or(url_password) {
@@ -179,6 +185,8 @@ impl ClickhouseExporter {
             client,
             schema_ready: AtomicBool::new(!cfg.create_schema),
             schema_lock: Mutex::new(()),
+            user: user.unwrap_or_else(|| "default".to_owned()),
+            auth_log: sluice_core::LogEvery::new(std::time::Duration::from_secs(10)),
             cfg,
         })
     }
@@ -240,8 +248,10 @@ impl ClickhouseExporter {
                 self.schema_ready.store(false, Ordering::Release);
             }
             Some(c) if AUTH_CODES.contains(&c) => {
-                tracing::error!(endpoint = %self.cfg.endpoint, user = self.cfg.username.as_deref().unwrap_or("default"), error = %f.error.message,
-                    "ClickHouse refused our credentials; data stays queued and is retried with backoff (fix username/password)");
+                if let Some(skipped) = self.auth_log.check() {
+                    tracing::error!(endpoint = %self.cfg.endpoint, user = %self.user, error = %f.error.message, skipped,
+                        "ClickHouse refused our credentials; data stays queued and is retried with backoff until retry.max_elapsed (fix username/password)");
+                }
             }
             _ => {}
         }

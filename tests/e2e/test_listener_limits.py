@@ -132,6 +132,9 @@ def test_http2_stream_flood_is_refused_per_stream(make_sluice):
         if out:
             sock.sendall(out)
     assert len(refused) == opened - 8, f"{len(refused)} streams refused"
+    # Every refused stream is counted, with its reason, and said once in the log.
+    assert sl.metric("sluice_receiver_refused_requests_total", reason="max_concurrent_streams") == len(refused)
+    assert sl.log_text().count("HTTP/2 stream refused") == 1
     # Other clients are unharmed while the flooding connection stays open.
     assert send("grpc", sl, "after-flood", 6, scheme="http")
     assert send("http", sl, "after-flood-http", 6, scheme="http")

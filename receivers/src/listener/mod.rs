@@ -4,7 +4,7 @@
 //! Every refusal is counted: connections in `sluice_receiver_connections_refused_total{reason}`
 //! (`max_connections`, `header_timeout`, `tls_handshake`), requests in
 //! `sluice_receiver_refused_requests_total{reason}` (`unauthenticated`, `body_timeout`,
-//! `request_timeout`; no `signal` label: the listener does not decode).
+//! `request_timeout`, `max_concurrent_streams`; no `signal` label: the listener does not decode).
 
 pub mod auth;
 pub mod config;
@@ -21,6 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use sluice_core::metrics::Metrics;
+use sluice_core::LogEvery;
 use std::convert::Infallible;
 use std::future::Future;
 use std::path::Path;
@@ -113,24 +114,8 @@ impl Security {
     }
 }
 
-/// Logs at most once per 10 s per call site and listener (refusals come in floods).
-#[derive(Default)]
-struct Every(AtomicU64);
-
-impl Every {
-    fn ready(&self) -> bool {
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let last = self.0.load(Ordering::Relaxed);
-        now >= last + 10
-            && self
-                .0
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-    }
-}
+/// Refusals come in floods: each kind is logged at most once per 10 s per listener.
+const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What one listener shares with its connections.
 struct Shared {
@@ -148,10 +133,12 @@ struct Shared {
     unauthenticated: Counter,
     body_timeout: Counter,
     request_timeout: Counter,
-    log_max: Every,
-    log_tls: Every,
-    log_auth: Every,
-    log_accept: Every,
+    log_max: LogEvery,
+    log_tls: LogEvery,
+    log_auth: LogEvery,
+    log_accept: LogEvery,
+    refused_streams: Counter,
+    log_streams: Arc<LogEvery>,
 }
 
 /// A bound socket with the limits and security it serves under.
@@ -200,10 +187,12 @@ impl Listener {
                 unauthenticated: reqs("unauthenticated"),
                 body_timeout: reqs("body_timeout"),
                 request_timeout: reqs("request_timeout"),
-                log_max: Every::default(),
-                log_tls: Every::default(),
-                log_auth: Every::default(),
-                log_accept: Every::default(),
+                log_max: LogEvery::new(LOG_EVERY),
+                log_tls: LogEvery::new(LOG_EVERY),
+                log_auth: LogEvery::new(LOG_EVERY),
+                log_accept: LogEvery::new(LOG_EVERY),
+                refused_streams: reqs("max_concurrent_streams"),
+                log_streams: Arc::new(LogEvery::new(LOG_EVERY)),
             }),
         }
     }
@@ -247,7 +236,7 @@ impl Listener {
                 Ok((s, _)) => s,
                 Err(e) => {
                     // Out of file descriptors and the like: pause rather than spin.
-                    if shared.log_accept.ready() {
+                    if shared.log_accept.check().is_some() {
                         tracing::warn!(receiver = %shared.receiver, listener = shared.listener, error = %e, "accept failed (logged at most every 10 s)");
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -256,7 +245,7 @@ impl Listener {
             };
             let Ok(permit) = slots.clone().try_acquire_owned() else {
                 shared.refused_max_connections.inc();
-                if shared.log_max.ready() {
+                if shared.log_max.check().is_some() {
                     tracing::warn!(receiver = %shared.receiver, listener = shared.listener, max_connections = shared.limits.max_connections, "connection refused: max_connections reached (counted in sluice_receiver_connections_refused_total{{reason=\"max_connections\"}}; logged at most every 10 s)");
                 }
                 drop(stream);
@@ -325,7 +314,7 @@ async fn connection<S, B>(
                 }
                 Ok(Err(e)) => {
                     sh.refused_tls.inc();
-                    if sh.log_tls.ready() {
+                    if sh.log_tls.check().is_some() {
                         tracing::warn!(receiver = %sh.receiver, listener = sh.listener, error = %e, "TLS handshake failed (a plaintext client, an untrusted or missing client certificate...; counted in sluice_receiver_connections_refused_total{{reason=\"tls_handshake\"}}; logged at most every 10 s)");
                     }
                 }
@@ -400,6 +389,8 @@ pin_project_lite::pin_project! {
         len: usize,
         state: Arc<ConnState>,
         watch_headers: bool,
+        // HTTP/2 only: reads the frames hyper writes, to count the streams h2 refuses.
+        frames: Option<FrameWatch>,
         #[pin]
         io: I,
     }
@@ -437,7 +428,12 @@ impl<I: AsyncWrite> AsyncWrite for Prefixed<I> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        self.project().io.poll_write(cx, buf)
+        let this = self.project();
+        let r = this.io.poll_write(cx, buf);
+        if let (Some(w), Poll::Ready(Ok(n))) = (this.frames.as_mut(), &r) {
+            w.saw(buf.get(..*n).unwrap_or_default());
+        }
+        r
     }
 
     fn poll_write_vectored(
@@ -445,7 +441,20 @@ impl<I: AsyncWrite> AsyncWrite for Prefixed<I> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        self.project().io.poll_write_vectored(cx, bufs)
+        let this = self.project();
+        let r = this.io.poll_write_vectored(cx, bufs);
+        if let (Some(w), Poll::Ready(Ok(n))) = (this.frames.as_mut(), &r) {
+            let mut left = *n;
+            for b in bufs {
+                if left == 0 {
+                    break;
+                }
+                let take = left.min(b.len());
+                w.saw(b.get(..take).unwrap_or_default());
+                left -= take;
+            }
+        }
+        r
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -458,6 +467,83 @@ impl<I: AsyncWrite> AsyncWrite for Prefixed<I> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         self.project().io.poll_shutdown(cx)
+    }
+}
+
+/// Follows the HTTP/2 frames a connection writes and counts `RST_STREAM(REFUSED_STREAM)`: h2
+/// refuses streams over `max_concurrent_streams` itself without telling hyper, so the frames are
+/// the only place the refusal can be seen. Skipping payloads by their length keeps it cheap.
+struct FrameWatch {
+    sh: Arc<Shared>,
+    /// Bytes of the current frame's header (9) or RST_STREAM error code (4) read so far.
+    got: [u8; 9],
+    have: usize,
+    /// Payload bytes of the current frame still to skip.
+    skip: usize,
+    /// Reading an RST_STREAM's 4-byte error code rather than a frame header.
+    in_code: bool,
+}
+
+/// HTTP/2 frame type RST_STREAM and error code REFUSED_STREAM (RFC 9113).
+const RST_STREAM: u8 = 0x3;
+const REFUSED_STREAM: u32 = 0x7;
+
+impl FrameWatch {
+    fn new(sh: Arc<Shared>) -> Self {
+        Self {
+            sh,
+            got: [0; 9],
+            have: 0,
+            skip: 0,
+            in_code: false,
+        }
+    }
+
+    /// Takes the next bytes written to the connection.
+    fn saw(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len());
+                self.skip -= n;
+                bytes = bytes.get(n..).unwrap_or_default();
+                continue;
+            }
+            let want = if self.in_code { 4 } else { 9 };
+            let n = (want - self.have).min(bytes.len());
+            if let (Some(dst), Some(src)) =
+                (self.got.get_mut(self.have..self.have + n), bytes.get(..n))
+            {
+                dst.copy_from_slice(src);
+            }
+            self.have += n;
+            bytes = bytes.get(n..).unwrap_or_default();
+            if self.have < want {
+                return;
+            }
+            self.have = 0;
+            let [a, b, c, d, ..] = self.got;
+            if self.in_code {
+                self.in_code = false;
+                if u32::from_be_bytes([a, b, c, d]) == REFUSED_STREAM {
+                    self.refused();
+                }
+                continue;
+            }
+            let len = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
+            if d == RST_STREAM && len == 4 {
+                self.in_code = true;
+            } else {
+                self.skip = len;
+            }
+        }
+    }
+
+    fn refused(&self) {
+        self.sh.refused_streams.inc();
+        if let Some(skipped) = self.sh.log_streams.check() {
+            tracing::warn!(receiver = %self.sh.receiver, listener = self.sh.listener, max_concurrent_streams = self.sh.limits.max_concurrent_streams, skipped,
+                "HTTP/2 stream refused: the client opened more streams than max_concurrent_streams (counted in sluice_receiver_refused_requests_total{{reason=\"max_concurrent_streams\"}}; logged at most every 10 s)");
+        }
     }
 }
 
@@ -536,6 +622,7 @@ async fn serve_io<I, S, B>(
         len,
         state: state.clone(),
         watch_headers: !h2,
+        frames: h2.then(|| FrameWatch::new(sh.clone())),
         io,
     });
     let service = {
@@ -717,7 +804,7 @@ where
         let by_certificate = verified && auth.accepts_client_certificates();
         if !by_certificate && !auth.allows(req.headers()) {
             sh.unauthenticated.inc();
-            if sh.log_auth.ready() {
+            if sh.log_auth.check().is_some() {
                 tracing::warn!(receiver = %sh.receiver, listener = sh.listener, path = %req.uri().path(), "request refused: missing or invalid bearer token (counted in sluice_receiver_refused_requests_total{{reason=\"unauthenticated\"}}; logged at most every 10 s)");
             }
             return Ok(sh.refusal(Refusal::Unauthenticated));

@@ -7,7 +7,7 @@ same time; the whole process is counted both times, so the difference divided by
 spans is the **marginal** cost of a span — start-up and per-second costs (timers, samplers) cancel out.
 The single-rate figure (whole process / spans at the high rate) is printed too.
 
-    .venv/bin/python bench/instructions.py --before OLD/sluice --after NEW/sluice [--seconds 15] [--rates 10,40]
+    .venv/bin/python bench/instructions.py --before OLD/sluice --after NEW/sluice [--seconds 15] [--rates 10,40] [--only ROW,...]
 """
 
 import argparse
@@ -53,11 +53,15 @@ def main():
     ap.add_argument("--after", required=True)
     ap.add_argument("--seconds", type=int, default=15)
     ap.add_argument("--rates", default="10,40", help="low,high requests/s")
+    ap.add_argument("--only", default="", help="comma-separated rows (default: all five)")
     a = ap.parse_args()
+    only = set(filter(None, a.only.split(",")))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = pathlib.Path(tmp)
         for row in ROWS:
+            if only and row[0] not in only:
+                continue
             per, whole = {}, {}
             lo, hi = (int(r) for r in a.rates.split(","))
             for label, binary in (("before", a.before), ("after", a.after)):

@@ -535,9 +535,22 @@ impl ExporterKind for ClickhouseExporterConfig {
     }
 
     fn build(&self, _ctx: &ExporterContext<'_>) -> Result<Arc<dyn Exporter>, String> {
-        ClickhouseExporter::new(self)
-            .map(|e| Arc::new(e) as Arc<dyn Exporter>)
-            .map_err(|e| e.to_string())
+        let exporter = Arc::new(ClickhouseExporter::new(self).map_err(|e| e.to_string())?);
+        // Create the schema now rather than before the first insert: the first batches then
+        // do not wait for the DDL (queueing up memory meanwhile). A failure here is only logged;
+        // the first export tries again and reports it.
+        if self.create_schema {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let e = exporter.clone();
+                rt.spawn(async move {
+                    if let Err(err) = e.ensure_schema().await {
+                        tracing::warn!(endpoint = %sluice_config::redact::url(&e.cfg.endpoint), error = %err.message,
+                            "cannot create the ClickHouse schema at start; retried before the first insert");
+                    }
+                });
+            }
+        }
+        Ok(exporter)
     }
 }
 

@@ -278,6 +278,8 @@ impl ClickhouseExporter {
             .insert_formatted_with(sql)
             .with_timeouts(timeout, timeout);
         let mut cols = C::default();
+        // One block's Native bytes, reused for every block of the insert.
+        let mut out = Vec::new();
         // The bodies in the block being built, to build it again if one needs canonical form.
         let mut in_block: Vec<bytes::Bytes> = Vec::new();
         let mut sent = false;
@@ -299,25 +301,40 @@ impl ClickhouseExporter {
             };
             in_block.push(chunk);
             if cols.heap_bytes() >= MAX_BLOCK_BYTES {
-                let mut out = Vec::with_capacity(cols.heap_bytes());
                 cols.write_block(&mut out);
                 cols.clear();
                 in_block.clear();
-                insert.send(out.into()).await.map_err(fail)?;
+                self.send_block(&mut insert, &mut out).await.map_err(fail)?;
                 sent = true;
             }
         }
         if cols.rows() > 0 {
-            let mut out = Vec::with_capacity(cols.heap_bytes());
             cols.write_block(&mut out);
             drop(cols);
-            insert.send(out.into()).await.map_err(fail)?;
+            self.send_block(&mut insert, &mut out).await.map_err(fail)?;
             sent = true;
         }
         if !sent {
             return Ok(());
         }
         insert.end().await.map_err(fail)
+    }
+
+    /// Sends one block (`out`, emptied for the next): LZ4-compressed here, so the block's
+    /// uncompressed bytes are not held while the insert waits for the connection to take it.
+    async fn send_block(
+        &self,
+        insert: &mut clickhouse::insert_formatted::InsertFormatted,
+        out: &mut Vec<u8>,
+    ) -> Result<(), clickhouse::error::Error> {
+        match self.cfg.compression {
+            ChCompression::Lz4 => {
+                let block = clickhouse::insert_formatted::CompressedData::new(out, Compression::Lz4);
+                out.clear();
+                insert.send_compressed(block?).await
+            }
+            ChCompression::None => insert.send(std::mem::take(out).into()).await,
+        }
     }
 
     /// RowBinary rows of a decoded request, one `INSERT` per table (see `export_resuming`).

@@ -52,7 +52,9 @@ pub trait Column {
     fn write_data_perm(&self, perm: &[u32], out: &mut Vec<u8>);
     /// Forgets the values, keeping allocations for the next block.
     fn clear(&mut self);
-    /// Heap bytes held (what bounds a block).
+    /// Bytes of the values held (what bounds a block). Counted from lengths, not capacities:
+    /// a cleared column keeps its allocations for the next block, and counting those would
+    /// cut every later block after its first request.
     fn heap_bytes(&self) -> usize;
 }
 
@@ -147,7 +149,7 @@ impl Column for StrCol {
         self.n = 0;
     }
     fn heap_bytes(&self) -> usize {
-        self.data.capacity()
+        self.data.len()
     }
 }
 
@@ -207,7 +209,7 @@ impl<const W: usize> Column for FixedCol<W> {
         self.data.clear();
     }
     fn heap_bytes(&self) -> usize {
-        self.data.capacity()
+        self.data.len()
     }
 }
 
@@ -338,8 +340,8 @@ impl Column for LcCol {
     fn heap_bytes(&self) -> usize {
         // The lookup holds a second copy of every dictionary value.
         2 * self.dict.heap_bytes()
-            + self.keys.capacity() * 4
-            + self.lookup.capacity() * (std::mem::size_of::<(Box<[u8]>, u32)>() + 1)
+            + self.keys.len() * 4
+            + self.lookup.len() * (std::mem::size_of::<(Box<[u8]>, u32)>() + 1)
     }
 }
 
@@ -402,7 +404,7 @@ impl<C: Column> Column for ArrayCol<C> {
         self.inner.clear();
     }
     fn heap_bytes(&self) -> usize {
-        self.offsets.capacity() * 8 + self.inner.heap_bytes()
+        self.offsets.len() * 8 + self.inner.heap_bytes()
     }
 }
 
@@ -455,7 +457,7 @@ impl Column for MapCol {
         self.values.clear();
     }
     fn heap_bytes(&self) -> usize {
-        self.offsets.capacity() * 8 + self.keys.heap_bytes() + self.values.heap_bytes()
+        self.offsets.len() * 8 + self.keys.heap_bytes() + self.values.heap_bytes()
     }
 }
 

@@ -4,9 +4,10 @@
 //! ([`wire_rows`]); metrics and profiles (and everything with `format = "row_binary"`) as
 //! RowBinary rows of the decoded request ([`rows`]).
 //!
-//! The schema is created lazily before the first insert (and again after a failure), so a
-//! ClickHouse that is down at start only delays delivery: exports fail retryably, the queue holds
-//! the data, and it flows once the server answers.
+//! The schema is created when the exporter is built, and before an insert if that has not
+//! succeeded yet (or after a table went missing), so a ClickHouse that is down at start only
+//! delays delivery: exports fail retryably, the queue holds the data, and it flows once the
+//! server answers.
 
 pub mod native;
 mod retention;

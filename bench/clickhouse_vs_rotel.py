@@ -64,10 +64,39 @@ def wait_port(port, timeout=20):
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def drive(name, pid, http_port, ch, table, args):
+def charged_sampler(admin_url):
+    """Samples Sluice's `sluice_memory_bytes{kind="charged"}` every 50 ms; returns (stop, peak)."""
+    import threading
+    import urllib.request
+    peak, now = [0.0], [0.0]
+    stop = threading.Event()
+
+    def loop():
+        while not stop.is_set():
+            try:
+                text = urllib.request.urlopen(admin_url, timeout=1).read().decode()
+                for line in text.splitlines():
+                    if line.startswith('sluice_memory_bytes{kind="charged"}'):
+                        v = now[0] = float(line.split()[-1])
+                        if v > peak[0] and os.environ.get("BENCH_METRICS_AT_PEAK"):
+                            pathlib.Path(os.environ["BENCH_METRICS_AT_PEAK"]).write_text(text)
+                        peak[0] = max(peak[0], v)
+                    elif line.startswith('sluice_memory_bytes{kind="resident"}') and os.environ.get("BENCH_TIMELINE"):
+                        with open(os.environ["BENCH_TIMELINE"], "a") as f:
+                            f.write(f"{time.time():.2f} resident {float(line.split()[-1]) / 2**20:.1f} charged {now[0] / 2**20:.1f}\n")
+            except OSError:
+                pass
+            stop.wait(0.05)
+
+    threading.Thread(target=loop, daemon=True).start()
+    return stop, peak
+
+
+def drive(name, pid, http_port, ch, table, args, admin_url=None):
     """Offers the load, waits for the rows to stop arriving, returns the measurements."""
     rps = args.rate / 512
     cpu0 = cpu_of(pid)
+    sampler = charged_sampler(admin_url) if admin_url else None
     lg = subprocess.run(pinned(1, [LOADGEN, "--endpoint", f"http://127.0.0.1:{http_port}", "--protocol", "http",
                                    "--spans-per-request", "512", "--attributes", "10", "--attribute-size", "43",
                                    "--rate", f"{rps}", "--connections", "4", "--duration", f"{args.duration}s"]),
@@ -81,11 +110,27 @@ def drive(name, pid, http_port, ch, table, args):
             last, stable_since = n, time.time()
         time.sleep(0.5)
     cpu = cpu_of(pid) - cpu0
+    extra = {}
+    if sampler:
+        sampler[0].set()
+        extra["peak_charged_mib"] = round(sampler[1][0] / 2**20, 1)
     out = {"collector": name, "offered_spans_per_s": args.rate, "rows": last, "cpu_s": round(cpu, 2),
-           "rows_per_cpu_s": round(last / cpu) if cpu else None, "peak_rss_mib": round(hwm_mib(pid), 1),
+           "rows_per_cpu_s": round(last / cpu) if cpu else None, "peak_rss_mib": round(hwm_mib(pid), 1), **extra,
            "loadgen": lg.stdout.strip().splitlines()[-1] if lg.stdout.strip() else ""}
     print(json.dumps(out), flush=True)
     return out
+
+
+def wait_schema(ch, db, timeout=30):
+    """Waits until the database's tables stop appearing (the exporter's DDL is done)."""
+    end, last, since = time.time() + timeout, -1, time.time()
+    while time.time() < end:
+        n = int(ch.value(f"SELECT count() FROM system.tables WHERE database = '{db}'") or 0)
+        if n != last:
+            last, since = n, time.time()
+        elif n > 0 and time.time() - since > 1:
+            return
+        time.sleep(0.2)
 
 
 def run_sluice(ch, work, args, fmt):
@@ -100,6 +145,7 @@ type = "otlp"
 http = "127.0.0.1:{sl.http}"
 [processors.batch]
 type = "batch"
+{args.batch_extra}
 [exporters.ch]
 type = "clickhouse"
 endpoint = "{ch.url}"
@@ -113,7 +159,11 @@ processors = ["batch"]
 exporters = ["ch"]
 """, prefix=pinned(0, []))
     try:
-        return drive(f"sluice ({fmt})", sl.proc.pid, sl.http, ch, f"{db}.otel_traces", args)
+        # Sluice creates its schema at start (Rotel's was created above it, before it started):
+        # offer the load once the tables stand, so neither run counts DDL time.
+        wait_schema(ch, db)
+        return drive(f"sluice ({fmt})", sl.proc.pid, sl.http, ch, f"{db}.otel_traces", args,
+                     admin_url=sl.url("/metrics"))
     finally:
         sl.stop()
 
@@ -151,6 +201,7 @@ def main():
     ap.add_argument("--duration", type=int, default=20, help="seconds of load per collector")
     ap.add_argument("--row-binary", action="store_true", help="also run Sluice with format = \"row_binary\"")
     ap.add_argument("--exporter-extra", default="", help="more TOML lines for Sluice's clickhouse exporter")
+    ap.add_argument("--batch-extra", default="", help="more TOML lines for Sluice's batch processor")
     ap.add_argument("--no-rotel", action="store_true", help="Sluice only")
     args = ap.parse_args()
     work = pathlib.Path(tempfile.mkdtemp(prefix="sluice-bench-vs-rotel-"))

@@ -177,6 +177,33 @@ fn logs_from_wire(bodies: &[Vec<u8>]) -> Vec<Map<String, Value>> {
     read_block(&out)
 }
 
+/// A row's sort key in its table: `(ServiceName, SpanName or "", seconds, nanoseconds)`.
+fn table_key(row: &Map<String, Value>, span_name: bool) -> (String, String, i64, i64) {
+    let text = |k: &str| {
+        row.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let ts = row
+        .get("Timestamp")
+        .and_then(Value::as_i64)
+        .expect("Timestamp is an integer");
+    let name = if span_name {
+        text("SpanName")
+    } else {
+        String::new()
+    };
+    // Spans sort by (ServiceName, SpanName, toDateTime(Timestamp)) only: ties keep their order.
+    let nanos = if span_name { 0 } else { ts };
+    (
+        text("ServiceName"),
+        name,
+        ts.div_euclid(1_000_000_000),
+        nanos,
+    )
+}
+
 fn check_traces(reqs: &[ExportTraceServiceRequest]) {
     let bodies: Vec<Vec<u8>> = reqs.iter().map(|r| r.encode_to_vec()).collect();
     for b in &bodies {
@@ -187,6 +214,8 @@ fn check_traces(reqs: &[ExportTraceServiceRequest]) {
     for r in reqs {
         want.extend(as_rows(rows::span_rows(r)));
     }
+    // The exporter writes a block's rows in the table's sort order (a stable sort).
+    want.sort_by_key(|r| table_key(r, true));
     let got = spans_from_wire(&bodies);
     assert_eq!(got.len(), want.len());
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -203,6 +232,7 @@ fn check_logs(reqs: &[ExportLogsServiceRequest]) {
     for r in reqs {
         want.extend(as_rows(rows::log_rows(r)));
     }
+    want.sort_by_key(|r| table_key(r, false));
     let got = logs_from_wire(&bodies);
     assert_eq!(got.len(), want.len());
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {

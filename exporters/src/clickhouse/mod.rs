@@ -4,9 +4,10 @@
 //! ([`wire_rows`]); metrics and profiles (and everything with `format = "row_binary"`) as
 //! RowBinary rows of the decoded request ([`rows`]).
 //!
-//! The schema is created lazily before the first insert (and again after a failure), so a
-//! ClickHouse that is down at start only delays delivery: exports fail retryably, the queue holds
-//! the data, and it flows once the server answers.
+//! The schema is created when the exporter is built, and before an insert if that has not
+//! succeeded yet (or after a table went missing), so a ClickHouse that is down at start only
+//! delays delivery: exports fail retryably, the queue holds the data, and it flows once the
+//! server answers.
 
 pub mod native;
 mod retention;
@@ -288,6 +289,8 @@ impl ClickhouseExporter {
             .insert_formatted_with(sql)
             .with_timeouts(timeout, timeout);
         let mut cols = C::default();
+        // One block's Native bytes, reused for every block of the insert.
+        let mut out = Vec::new();
         // The bodies in the block being built, to build it again if one needs canonical form.
         let mut in_block: Vec<bytes::Bytes> = Vec::new();
         let mut sent = false;
@@ -309,25 +312,40 @@ impl ClickhouseExporter {
             };
             in_block.push(chunk);
             if cols.heap_bytes() >= MAX_BLOCK_BYTES {
-                let mut out = Vec::with_capacity(cols.heap_bytes());
                 cols.write_block(&mut out);
                 cols.clear();
                 in_block.clear();
-                insert.send(out.into()).await.map_err(fail)?;
+                self.send_block(&mut insert, &mut out).await.map_err(fail)?;
                 sent = true;
             }
         }
         if cols.rows() > 0 {
-            let mut out = Vec::with_capacity(cols.heap_bytes());
             cols.write_block(&mut out);
             drop(cols);
-            insert.send(out.into()).await.map_err(fail)?;
+            self.send_block(&mut insert, &mut out).await.map_err(fail)?;
             sent = true;
         }
         if !sent {
             return Ok(());
         }
         insert.end().await.map_err(fail)
+    }
+
+    /// Sends one block (`out`, emptied for the next): LZ4-compressed here, so the block's
+    /// uncompressed bytes are not held while the insert waits for the connection to take it.
+    async fn send_block(
+        &self,
+        insert: &mut clickhouse::insert_formatted::InsertFormatted,
+        out: &mut Vec<u8>,
+    ) -> Result<(), clickhouse::error::Error> {
+        match self.cfg.compression {
+            ChCompression::Lz4 => {
+                let block = clickhouse::insert_formatted::CompressedData::new(out, Compression::Lz4);
+                out.clear();
+                insert.send_compressed(block?).await
+            }
+            ChCompression::None => insert.send(std::mem::take(out).into()).await,
+        }
     }
 
     /// RowBinary rows of a decoded request, one `INSERT` per table (see `export_resuming`).
@@ -545,9 +563,22 @@ impl ExporterKind for ClickhouseExporterConfig {
     }
 
     fn build(&self, _ctx: &ExporterContext<'_>) -> Result<Arc<dyn Exporter>, String> {
-        ClickhouseExporter::new(self)
-            .map(|e| Arc::new(e) as Arc<dyn Exporter>)
-            .map_err(|e| e.to_string())
+        let exporter = Arc::new(ClickhouseExporter::new(self).map_err(|e| e.to_string())?);
+        // Create the schema now rather than before the first insert: the first batches then
+        // do not wait for the DDL (queueing up memory meanwhile). A failure here is only logged;
+        // the first export tries again and reports it.
+        if self.create_schema {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let e = exporter.clone();
+                rt.spawn(async move {
+                    if let Err(err) = e.ensure_schema().await {
+                        tracing::warn!(endpoint = %sluice_config::redact::url(&e.cfg.endpoint), error = %err.message,
+                            "cannot create the ClickHouse schema at start; retried before the first insert");
+                    }
+                });
+            }
+        }
+        Ok(exporter)
     }
 }
 

@@ -47,9 +47,14 @@ pub trait Column {
     fn write_prefix(&self, _out: &mut Vec<u8>) {}
     /// Writes the values.
     fn write_data(&self, out: &mut Vec<u8>);
+    /// Writes the values in the order `perm` gives (each entry the index of a held value;
+    /// `perm` holds every index once).
+    fn write_data_perm(&self, perm: &[u32], out: &mut Vec<u8>);
     /// Forgets the values, keeping allocations for the next block.
     fn clear(&mut self);
-    /// Heap bytes held (what bounds a block).
+    /// Bytes of the values held (what bounds a block). Counted from lengths, not capacities:
+    /// a cleared column keeps its allocations for the next block, and counting those would
+    /// cut every later block after its first request.
     fn heap_bytes(&self) -> usize;
 }
 
@@ -60,7 +65,47 @@ pub struct StrCol {
     n: usize,
 }
 
+/// Reads the LEB128 varint at the start of `b`: its value and its length in bytes.
+#[inline]
+fn get_varuint(b: &[u8]) -> (u64, usize) {
+    let mut v = 0u64;
+    for (i, &byte) in b.iter().enumerate().take(10) {
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return (v, i + 1);
+        }
+    }
+    (v, b.len())
+}
+
 impl StrCol {
+    /// Where each value starts in `data`, plus the end: found by walking the length prefixes
+    /// (kept out of the column so a block holds no per-value offsets it rarely needs).
+    fn starts(&self) -> Vec<usize> {
+        let mut starts = Vec::with_capacity(self.n + 1);
+        let mut pos = 0;
+        while let Some(rest) = self.data.get(pos..).filter(|r| !r.is_empty()) {
+            starts.push(pos);
+            let (len, head) = get_varuint(rest);
+            pos += head + len as usize;
+        }
+        starts.push(pos.min(self.data.len()));
+        starts
+    }
+
+    /// The values (without their length prefixes), in order.
+    pub fn values(&self) -> Vec<&[u8]> {
+        let starts = self.starts();
+        starts
+            .windows(2)
+            .map(|w| {
+                let v = self.data.get(w[0]..w[1]).unwrap_or_default();
+                let (_, head) = get_varuint(v);
+                v.get(head..).unwrap_or_default()
+            })
+            .collect()
+    }
+
     /// Appends one value.
     #[inline]
     pub fn push(&mut self, s: &[u8]) {
@@ -89,12 +134,22 @@ impl Column for StrCol {
     fn write_data(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.data);
     }
+    fn write_data_perm(&self, perm: &[u32], out: &mut Vec<u8>) {
+        let starts = self.starts();
+        out.reserve(self.data.len());
+        for &i in perm {
+            let i = i as usize;
+            if let (Some(&a), Some(&b)) = (starts.get(i), starts.get(i + 1)) {
+                out.extend_from_slice(self.data.get(a..b).unwrap_or_default());
+            }
+        }
+    }
     fn clear(&mut self) {
         self.data.clear();
         self.n = 0;
     }
     fn heap_bytes(&self) -> usize {
-        self.data.capacity()
+        self.data.len()
     }
 }
 
@@ -125,6 +180,17 @@ impl FixedCol<1> {
     }
 }
 
+impl FixedCol<8> {
+    /// The `Int64` value of row `i` (0 past the end).
+    #[inline]
+    pub fn get_i64(&self, i: usize) -> i64 {
+        self.data
+            .get(i * 8..i * 8 + 8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, i64::from_le_bytes)
+    }
+}
+
 impl<const W: usize> Column for FixedCol<W> {
     fn len(&self) -> usize {
         self.data.len() / W
@@ -132,11 +198,18 @@ impl<const W: usize> Column for FixedCol<W> {
     fn write_data(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.data);
     }
+    fn write_data_perm(&self, perm: &[u32], out: &mut Vec<u8>) {
+        out.reserve(self.data.len());
+        for &i in perm {
+            let i = i as usize;
+            out.extend_from_slice(self.data.get(i * W..i * W + W).unwrap_or_default());
+        }
+    }
     fn clear(&mut self) {
         self.data.clear();
     }
     fn heap_bytes(&self) -> usize {
-        self.data.capacity()
+        self.data.len()
     }
 }
 
@@ -183,17 +256,35 @@ impl LcCol {
         };
         self.keys.push(k);
     }
-}
 
-impl Column for LcCol {
-    fn len(&self) -> usize {
-        self.keys.len()
+    /// The dictionary index of row `i` (0, the empty string, past the end).
+    #[inline]
+    pub fn key(&self, i: usize) -> u32 {
+        self.keys.get(i).copied().unwrap_or(0)
     }
-    fn write_prefix(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&LC_SHARED_DICTIONARIES_WITH_ADDITIONAL_KEYS.to_le_bytes());
+
+    /// Each dictionary entry's place when the entries are sorted by their bytes (how ClickHouse
+    /// orders `LowCardinality(String)`), indexed by dictionary index.
+    pub fn ranks(&self) -> Vec<u32> {
+        let values = self.dict.values();
+        let mut order: Vec<u32> = (0..values.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| {
+            values
+                .get(a as usize)
+                .cmp(&values.get(b as usize))
+        });
+        let mut ranks = vec![0u32; values.len()];
+        for (rank, &idx) in order.iter().enumerate() {
+            if let Some(r) = ranks.get_mut(idx as usize) {
+                *r = rank as u32;
+            }
+        }
+        ranks
     }
-    fn write_data(&self, out: &mut Vec<u8>) {
-        if self.keys.is_empty() {
+
+    /// Writes the block's dictionary, then the indexes `keys` yields (`n` of them).
+    fn write_with_keys(&self, n: usize, keys: impl Iterator<Item = u32>, out: &mut Vec<u8>) {
+        if n == 0 {
             return;
         }
         let dict_len = self.dict.n;
@@ -208,22 +299,37 @@ impl Column for LcCol {
         out.extend_from_slice(&ty.to_le_bytes());
         out.extend_from_slice(&(dict_len as u64).to_le_bytes());
         self.dict.write_data(out);
-        out.extend_from_slice(&(self.keys.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(n as u64).to_le_bytes());
         match width {
-            0 => out.extend(self.keys.iter().map(|&k| k as u8)),
+            0 => out.extend(keys.map(|k| k as u8)),
             1 => {
-                out.reserve(self.keys.len() * 2);
-                for &k in &self.keys {
+                out.reserve(n * 2);
+                for k in keys {
                     out.extend_from_slice(&(k as u16).to_le_bytes());
                 }
             }
             _ => {
-                out.reserve(self.keys.len() * 4);
-                for &k in &self.keys {
+                out.reserve(n * 4);
+                for k in keys {
                     out.extend_from_slice(&k.to_le_bytes());
                 }
             }
         }
+    }
+}
+
+impl Column for LcCol {
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+    fn write_prefix(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&LC_SHARED_DICTIONARIES_WITH_ADDITIONAL_KEYS.to_le_bytes());
+    }
+    fn write_data(&self, out: &mut Vec<u8>) {
+        self.write_with_keys(self.keys.len(), self.keys.iter().copied(), out);
+    }
+    fn write_data_perm(&self, perm: &[u32], out: &mut Vec<u8>) {
+        self.write_with_keys(perm.len(), perm.iter().map(|&i| self.key(i as usize)), out);
     }
     fn clear(&mut self) {
         self.lookup.clear();
@@ -234,9 +340,29 @@ impl Column for LcCol {
     fn heap_bytes(&self) -> usize {
         // The lookup holds a second copy of every dictionary value.
         2 * self.dict.heap_bytes()
-            + self.keys.capacity() * 4
-            + self.lookup.capacity() * (std::mem::size_of::<(Box<[u8]>, u32)>() + 1)
+            + self.keys.len() * 4
+            + self.lookup.len() * (std::mem::size_of::<(Box<[u8]>, u32)>() + 1)
     }
+}
+
+/// Writes the end offsets of the rows in `perm` order and returns the permutation of their
+/// elements (row `i`'s elements are `offsets[i - 1]..offsets[i]`).
+fn write_offsets_perm(offsets: &[u64], perm: &[u32], out: &mut Vec<u8>) -> Vec<u32> {
+    let start = |i: usize| match i.checked_sub(1) {
+        Some(j) => offsets.get(j).copied().unwrap_or(0),
+        None => 0,
+    };
+    let mut elems = Vec::with_capacity(offsets.last().copied().unwrap_or(0) as usize);
+    out.reserve(perm.len() * 8);
+    let mut end = 0u64;
+    for &i in perm {
+        let i = i as usize;
+        let (a, b) = (start(i), offsets.get(i).copied().unwrap_or(0));
+        end += b.saturating_sub(a);
+        out.extend_from_slice(&end.to_le_bytes());
+        elems.extend(a as u32..b as u32);
+    }
+    elems
 }
 
 /// `Array(T)`: cumulative end offsets, then the elements.
@@ -269,12 +395,16 @@ impl<C: Column> Column for ArrayCol<C> {
         }
         self.inner.write_data(out);
     }
+    fn write_data_perm(&self, perm: &[u32], out: &mut Vec<u8>) {
+        let elems = write_offsets_perm(&self.offsets, perm, out);
+        self.inner.write_data_perm(&elems, out);
+    }
     fn clear(&mut self) {
         self.offsets.clear();
         self.inner.clear();
     }
     fn heap_bytes(&self) -> usize {
-        self.offsets.capacity() * 8 + self.inner.heap_bytes()
+        self.offsets.len() * 8 + self.inner.heap_bytes()
     }
 }
 
@@ -316,13 +446,18 @@ impl Column for MapCol {
         self.keys.write_data(out);
         self.values.write_data(out);
     }
+    fn write_data_perm(&self, perm: &[u32], out: &mut Vec<u8>) {
+        let elems = write_offsets_perm(&self.offsets, perm, out);
+        self.keys.write_data_perm(&elems, out);
+        self.values.write_data_perm(&elems, out);
+    }
     fn clear(&mut self) {
         self.offsets.clear();
         self.keys.clear();
         self.values.clear();
     }
     fn heap_bytes(&self) -> usize {
-        self.offsets.capacity() * 8 + self.keys.heap_bytes() + self.values.heap_bytes()
+        self.offsets.len() * 8 + self.keys.heap_bytes() + self.values.heap_bytes()
     }
 }
 
@@ -332,6 +467,29 @@ pub fn write_column(out: &mut Vec<u8>, name: &str, ty: &str, c: &dyn Column) {
     put_str(out, ty.as_bytes());
     c.write_prefix(out);
     c.write_data(out);
+}
+
+/// Writes one whole column with its rows in `perm` order (all of them when `perm` is `None`).
+pub fn write_column_perm(out: &mut Vec<u8>, name: &str, ty: &str, c: &dyn Column, perm: Option<&[u32]>) {
+    match perm {
+        None => write_column(out, name, ty, c),
+        Some(perm) => {
+            put_str(out, name.as_bytes());
+            put_str(out, ty.as_bytes());
+            c.write_prefix(out);
+            c.write_data_perm(perm, out);
+        }
+    }
+}
+
+/// The order that sorts rows by `key` (ties keep their order), or `None` when they already are.
+pub fn sort_order<K: Ord + Copy>(n: usize, key: impl Fn(usize) -> K) -> Option<Vec<u32>> {
+    if (1..n).all(|i| key(i - 1) <= key(i)) {
+        return None;
+    }
+    let mut keyed: Vec<(K, u32)> = (0..n).map(|i| (key(i), i as u32)).collect();
+    keyed.sort_unstable();
+    Some(keyed.into_iter().map(|(_, i)| i).collect())
 }
 
 /// Writes a block header.

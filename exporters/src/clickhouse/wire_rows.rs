@@ -9,7 +9,8 @@
 //! renders that batch from the decoded request instead.
 
 use super::native::{
-    write_block_header, write_column, ArrayCol, Column, FixedCol, LcCol, MapCol, StrCol,
+    sort_order, write_block_header, write_column_perm, ArrayCol, Column, FixedCol, LcCol, MapCol,
+    StrCol,
 };
 use base64::Engine as _;
 use prost::Message;
@@ -310,11 +311,23 @@ impl SpanColumns {
     }
 
     /// Appends the Native block of the rows held to `out`.
+    /// The rows are written in the table's sort order, `(ServiceName, SpanName,
+    /// toDateTime(Timestamp))`: the server then finds the block sorted instead of sorting it
+    /// before writing the part.
     pub fn write_block(&self, out: &mut Vec<u8>) {
+        let (services, names) = (self.service_name.ranks(), self.span_name.ranks());
+        let rank = |ranks: &[u32], k: u32| ranks.get(k as usize).copied().unwrap_or(0);
+        let perm = sort_order(self.rows(), |i| {
+            (
+                rank(&services, self.service_name.key(i)),
+                rank(&names, self.span_name.key(i)),
+                self.timestamp.get_i64(i).div_euclid(1_000_000_000),
+            )
+        });
         let cols = self.cols();
         write_block_header(out, cols.len(), self.rows());
         for (name, ty, c) in cols {
-            write_column(out, name, ty, c);
+            write_column_perm(out, name, ty, c, perm.as_deref());
         }
     }
 
@@ -574,11 +587,25 @@ impl LogColumns {
     }
 
     /// Appends the Native block of the rows held to `out`.
+    /// The rows are written in the table's sort order, `(ServiceName, TimestampTime,
+    /// Timestamp)`: the server then finds the block sorted instead of sorting it.
     pub fn write_block(&self, out: &mut Vec<u8>) {
+        let services = self.service_name.ranks();
+        let perm = sort_order(self.rows(), |i| {
+            let ts = self.timestamp.get_i64(i);
+            (
+                services
+                    .get(self.service_name.key(i) as usize)
+                    .copied()
+                    .unwrap_or(0),
+                ts.div_euclid(1_000_000_000),
+                ts,
+            )
+        });
         let cols = self.cols();
         write_block_header(out, cols.len(), self.rows());
         for (name, ty, c) in cols {
-            write_column(out, name, ty, c);
+            write_column_perm(out, name, ty, c, perm.as_deref());
         }
     }
 

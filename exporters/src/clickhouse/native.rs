@@ -47,9 +47,10 @@ pub trait Column {
     fn write_prefix(&self, _out: &mut Vec<u8>) {}
     /// Writes the values.
     fn write_data(&self, out: &mut Vec<u8>);
-    /// Writes the values in the order `perm` gives (each entry the index of a held value;
-    /// `perm` holds every index once).
-    fn write_data_perm(&self, perm: &[u32], out: &mut Vec<u8>);
+    /// Writes the values of `ranges` (half-open ranges of value indexes), in that order: a
+    /// block's rows in sorted order, and the elements those rows hold in nested columns. Ranges
+    /// rather than single indexes, so a row's many elements (its attributes) copy in one go.
+    fn write_ranges(&self, ranges: &[(usize, usize)], out: &mut Vec<u8>);
     /// Forgets the values, keeping allocations for the next block.
     fn clear(&mut self);
     /// Bytes of the values held (what bounds a block). Counted from lengths, not capacities:
@@ -62,55 +63,26 @@ pub trait Column {
 #[derive(Default)]
 pub struct StrCol {
     data: Vec<u8>,
-    n: usize,
-}
-
-/// Reads the LEB128 varint at the start of `b`: its value and its length in bytes.
-#[inline]
-fn get_varuint(b: &[u8]) -> (u64, usize) {
-    let mut v = 0u64;
-    for (i, &byte) in b.iter().enumerate().take(10) {
-        v |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return (v, i + 1);
-        }
-    }
-    (v, b.len())
+    /// Where each value ends in `data` (so a sorted write copies ranges without re-reading
+    /// length prefixes).
+    ends: Vec<usize>,
 }
 
 impl StrCol {
-    /// Where each value starts in `data`, plus the end: found by walking the length prefixes
-    /// (kept out of the column so a block holds no per-value offsets it rarely needs).
-    fn starts(&self) -> Vec<usize> {
-        let mut starts = Vec::with_capacity(self.n + 1);
-        let mut pos = 0;
-        while let Some(rest) = self.data.get(pos..).filter(|r| !r.is_empty()) {
-            starts.push(pos);
-            let (len, head) = get_varuint(rest);
-            pos += head + len as usize;
-        }
-        starts.push(pos.min(self.data.len()));
-        starts
-    }
-
-    /// The values (without their length prefixes), in order.
-    pub fn values(&self) -> Vec<&[u8]> {
-        let starts = self.starts();
-        starts
-            .windows(2)
-            .map(|w| {
-                let v = self.data.get(w[0]..w[1]).unwrap_or_default();
-                let (_, head) = get_varuint(v);
-                v.get(head..).unwrap_or_default()
-            })
-            .collect()
-    }
-
     /// Appends one value.
     #[inline]
     pub fn push(&mut self, s: &[u8]) {
         put_str(&mut self.data, s);
-        self.n += 1;
+        self.ends.push(self.data.len());
+    }
+
+    /// Appends values already in their wire form (length-prefixed, back to back), whose ends
+    /// relative to the start of `encoded` are `ends`.
+    #[inline]
+    pub fn push_encoded(&mut self, encoded: &[u8], ends: &[usize]) {
+        let base = self.data.len();
+        self.data.extend_from_slice(encoded);
+        self.ends.extend(ends.iter().map(|e| base + e));
     }
 
     /// Appends bytes as lowercase hex (trace and span ids), as the collector writes them.
@@ -123,33 +95,39 @@ impl StrCol {
             // Cannot fail: the output is exactly twice the input.
             let _ = const_hex::encode_to_slice(b, out);
         }
-        self.n += 1;
+        self.ends.push(self.data.len());
+    }
+
+    /// The bytes of values `a..b` in their wire form.
+    #[inline]
+    fn span(&self, a: usize, b: usize) -> &[u8] {
+        let end_of = |i: usize| match i.checked_sub(1) {
+            Some(j) => self.ends.get(j).copied().unwrap_or(0),
+            None => 0,
+        };
+        self.data.get(end_of(a)..end_of(b)).unwrap_or_default()
     }
 }
 
 impl Column for StrCol {
     fn len(&self) -> usize {
-        self.n
+        self.ends.len()
     }
     fn write_data(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.data);
     }
-    fn write_data_perm(&self, perm: &[u32], out: &mut Vec<u8>) {
-        let starts = self.starts();
+    fn write_ranges(&self, ranges: &[(usize, usize)], out: &mut Vec<u8>) {
         out.reserve(self.data.len());
-        for &i in perm {
-            let i = i as usize;
-            if let (Some(&a), Some(&b)) = (starts.get(i), starts.get(i + 1)) {
-                out.extend_from_slice(self.data.get(a..b).unwrap_or_default());
-            }
+        for &(a, b) in ranges {
+            out.extend_from_slice(self.span(a, b));
         }
     }
     fn clear(&mut self) {
         self.data.clear();
-        self.n = 0;
+        self.ends.clear();
     }
     fn heap_bytes(&self) -> usize {
-        self.data.len()
+        self.data.len() + self.ends.len() * std::mem::size_of::<usize>()
     }
 }
 
@@ -198,11 +176,10 @@ impl<const W: usize> Column for FixedCol<W> {
     fn write_data(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.data);
     }
-    fn write_data_perm(&self, perm: &[u32], out: &mut Vec<u8>) {
+    fn write_ranges(&self, ranges: &[(usize, usize)], out: &mut Vec<u8>) {
         out.reserve(self.data.len());
-        for &i in perm {
-            let i = i as usize;
-            out.extend_from_slice(self.data.get(i * W..i * W + W).unwrap_or_default());
+        for &(a, b) in ranges {
+            out.extend_from_slice(self.data.get(a * W..b * W).unwrap_or_default());
         }
     }
     fn clear(&mut self) {
@@ -225,7 +202,12 @@ pub struct LcCol {
     lookup: HashMap<Box<[u8]>, u32, foldhash::fast::RandomState>,
     /// The dictionary as a `String` column: `""` first, then values in first-seen order.
     dict: StrCol,
+    /// Where each dictionary value's bytes are in `dict` (start, length): compared before
+    /// hashing when a value is likely the same as one seen before.
+    at: Vec<(u32, u32)>,
     keys: Vec<u32>,
+    /// The index the last [`LcCol::index`] returned: runs of one value skip the hash lookup.
+    last: u32,
 }
 
 impl Default for LcCol {
@@ -233,9 +215,12 @@ impl Default for LcCol {
         let mut c = Self {
             lookup: HashMap::default(),
             dict: StrCol::default(),
+            at: Vec::new(),
             keys: Vec::new(),
+            last: 0,
         };
         c.dict.push(b"");
+        c.at.push((1, 0));
         c
     }
 }
@@ -244,17 +229,55 @@ impl LcCol {
     /// Appends one value (looked up in the dictionary; a new value is copied once).
     #[inline]
     pub fn push(&mut self, s: &[u8]) {
-        let k = if s.is_empty() {
-            0
-        } else if let Some(&k) = self.lookup.get(s) {
-            k
-        } else {
-            let k = self.dict.n as u32;
-            self.dict.push(s);
-            self.lookup.insert(s.into(), k);
-            k
-        };
+        let k = self.index(s);
         self.keys.push(k);
+    }
+
+    /// Appends a value by its dictionary index (from [`LcCol::index`] since the last clear).
+    #[inline]
+    pub fn push_index(&mut self, k: u32) {
+        self.keys.push(k);
+    }
+
+    /// The dictionary value at index `k` (empty past the end).
+    #[inline]
+    pub fn value(&self, k: u32) -> &[u8] {
+        match self.at.get(k as usize) {
+            Some(&(start, len)) => self
+                .dict
+                .data
+                .get(start as usize..(start + len) as usize)
+                .unwrap_or_default(),
+            None => b"",
+        }
+    }
+
+    /// The dictionary index of `s`, added if new; valid until the column is cleared.
+    #[inline]
+    pub fn index(&mut self, s: &[u8]) -> u32 {
+        if s.is_empty() {
+            return 0;
+        }
+        if self.value(self.last) == s {
+            return self.last;
+        }
+        let k = self.lookup_index(s);
+        self.last = k;
+        k
+    }
+
+    /// The dictionary index of a non-empty `s` by hash lookup, added if new.
+    #[inline]
+    fn lookup_index(&mut self, s: &[u8]) -> u32 {
+        if let Some(&k) = self.lookup.get(s) {
+            return k;
+        }
+        let k = self.dict.len() as u32;
+        self.dict.push(s);
+        self.at
+            .push(((self.dict.data.len() - s.len()) as u32, s.len() as u32));
+        self.lookup.insert(s.into(), k);
+        k
     }
 
     /// The dictionary index of row `i` (0, the empty string, past the end).
@@ -266,14 +289,9 @@ impl LcCol {
     /// Each dictionary entry's place when the entries are sorted by their bytes (how ClickHouse
     /// orders `LowCardinality(String)`), indexed by dictionary index.
     pub fn ranks(&self) -> Vec<u32> {
-        let values = self.dict.values();
-        let mut order: Vec<u32> = (0..values.len() as u32).collect();
-        order.sort_unstable_by(|&a, &b| {
-            values
-                .get(a as usize)
-                .cmp(&values.get(b as usize))
-        });
-        let mut ranks = vec![0u32; values.len()];
+        let mut order: Vec<u32> = (0..self.at.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| self.value(a).cmp(self.value(b)));
+        let mut ranks = vec![0u32; self.at.len()];
         for (rank, &idx) in order.iter().enumerate() {
             if let Some(r) = ranks.get_mut(idx as usize) {
                 *r = rank as u32;
@@ -287,7 +305,7 @@ impl LcCol {
         if n == 0 {
             return;
         }
-        let dict_len = self.dict.n;
+        let dict_len = self.dict.len();
         let width: u64 = if dict_len <= 1 << 8 {
             0
         } else if dict_len <= 1 << 16 {
@@ -328,39 +346,54 @@ impl Column for LcCol {
     fn write_data(&self, out: &mut Vec<u8>) {
         self.write_with_keys(self.keys.len(), self.keys.iter().copied(), out);
     }
-    fn write_data_perm(&self, perm: &[u32], out: &mut Vec<u8>) {
-        self.write_with_keys(perm.len(), perm.iter().map(|&i| self.key(i as usize)), out);
+    fn write_ranges(&self, ranges: &[(usize, usize)], out: &mut Vec<u8>) {
+        let n = ranges.iter().map(|&(a, b)| b.saturating_sub(a)).sum();
+        let keys = ranges
+            .iter()
+            .flat_map(|&(a, b)| self.keys.get(a..b).unwrap_or_default().iter().copied());
+        self.write_with_keys(n, keys, out);
     }
     fn clear(&mut self) {
         self.lookup.clear();
         self.dict.clear();
         self.dict.push(b"");
+        self.at.clear();
+        self.at.push((1, 0));
         self.keys.clear();
+        self.last = 0;
     }
     fn heap_bytes(&self) -> usize {
         // The lookup holds a second copy of every dictionary value.
         2 * self.dict.heap_bytes()
+            + self.at.len() * 8
             + self.keys.len() * 4
             + self.lookup.len() * (std::mem::size_of::<(Box<[u8]>, u32)>() + 1)
     }
 }
 
-/// Writes the end offsets of the rows in `perm` order and returns the permutation of their
-/// elements (row `i`'s elements are `offsets[i - 1]..offsets[i]`).
-fn write_offsets_perm(offsets: &[u64], perm: &[u32], out: &mut Vec<u8>) -> Vec<u32> {
-    let start = |i: usize| match i.checked_sub(1) {
+/// Writes the end offsets of the rows in `ranges` (in that order) and returns the ranges of
+/// their elements (row `i`'s elements are `offsets[i - 1]..offsets[i]`, so a range of rows
+/// holds one range of elements).
+fn write_offsets_ranges(offsets: &[u64], ranges: &[(usize, usize)], out: &mut Vec<u8>) -> Vec<(usize, usize)> {
+    let end_of = |i: usize| match i.checked_sub(1) {
         Some(j) => offsets.get(j).copied().unwrap_or(0),
         None => 0,
     };
-    let mut elems = Vec::with_capacity(offsets.last().copied().unwrap_or(0) as usize);
-    out.reserve(perm.len() * 8);
+    let mut elems = Vec::with_capacity(ranges.len());
+    out.reserve(offsets.len() * 8);
     let mut end = 0u64;
-    for &i in perm {
-        let i = i as usize;
-        let (a, b) = (start(i), offsets.get(i).copied().unwrap_or(0));
-        end += b.saturating_sub(a);
-        out.extend_from_slice(&end.to_le_bytes());
-        elems.extend(a as u32..b as u32);
+    for &(a, b) in ranges {
+        for i in a..b {
+            end += end_of(i + 1).saturating_sub(end_of(i));
+            out.extend_from_slice(&end.to_le_bytes());
+        }
+        let (ea, eb) = (end_of(a) as usize, end_of(b) as usize);
+        if eb > ea {
+            match elems.last_mut() {
+                Some((_, last)) if *last == ea => *last = eb,
+                _ => elems.push((ea, eb)),
+            }
+        }
     }
     elems
 }
@@ -395,9 +428,9 @@ impl<C: Column> Column for ArrayCol<C> {
         }
         self.inner.write_data(out);
     }
-    fn write_data_perm(&self, perm: &[u32], out: &mut Vec<u8>) {
-        let elems = write_offsets_perm(&self.offsets, perm, out);
-        self.inner.write_data_perm(&elems, out);
+    fn write_ranges(&self, ranges: &[(usize, usize)], out: &mut Vec<u8>) {
+        let elems = write_offsets_ranges(&self.offsets, ranges, out);
+        self.inner.write_ranges(&elems, out);
     }
     fn clear(&mut self) {
         self.offsets.clear();
@@ -414,14 +447,64 @@ pub struct MapCol {
     offsets: Vec<u64>,
     keys: LcCol,
     values: StrCol,
+    /// The key index found at each position of a row: rows of one shape (the attributes of
+    /// spans from one instrumentation) find their keys by one comparison instead of a hash.
+    hints: Vec<u32>,
+}
+
+/// One row of a map column prepared once and appended to many rows (resource attributes):
+/// the keys' dictionary indexes and the values in their wire form.
+#[derive(Default)]
+pub struct MapRow {
+    keys: Vec<u32>,
+    values: Vec<u8>,
+    /// Where each value ends in `values`.
+    ends: Vec<usize>,
 }
 
 impl MapCol {
     /// Adds one entry to the current row.
     #[inline]
     pub fn entry(&mut self, key: &[u8], value: &[u8]) {
-        self.keys.push(key);
+        let row_start = self.offsets.last().copied().unwrap_or(0) as usize;
+        let pos = self.keys.len().saturating_sub(row_start);
+        let k = match self.hints.get(pos) {
+            Some(&h) if self.keys.value(h) == key => h,
+            _ => {
+                let k = if key.is_empty() {
+                    0
+                } else {
+                    self.keys.lookup_index(key)
+                };
+                match self.hints.get_mut(pos) {
+                    Some(h) => *h = k,
+                    None => self.hints.push(k),
+                }
+                k
+            }
+        };
+        self.keys.push_index(k);
         self.values.push(value);
+    }
+
+    /// Prepares `entries` as one row for [`MapCol::push_row`]; valid until the column is cleared.
+    pub fn prepare<'a>(&mut self, entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>, row: &mut MapRow) {
+        row.keys.clear();
+        row.values.clear();
+        row.ends.clear();
+        for (k, v) in entries {
+            row.keys.push(self.keys.index(k));
+            put_str(&mut row.values, v);
+            row.ends.push(row.values.len());
+        }
+    }
+
+    /// Appends a prepared row and ends it.
+    #[inline]
+    pub fn push_row(&mut self, row: &MapRow) {
+        self.keys.keys.extend_from_slice(&row.keys);
+        self.values.push_encoded(&row.values, &row.ends);
+        self.end_row();
     }
 
     /// Ends the current row.
@@ -446,15 +529,16 @@ impl Column for MapCol {
         self.keys.write_data(out);
         self.values.write_data(out);
     }
-    fn write_data_perm(&self, perm: &[u32], out: &mut Vec<u8>) {
-        let elems = write_offsets_perm(&self.offsets, perm, out);
-        self.keys.write_data_perm(&elems, out);
-        self.values.write_data_perm(&elems, out);
+    fn write_ranges(&self, ranges: &[(usize, usize)], out: &mut Vec<u8>) {
+        let elems = write_offsets_ranges(&self.offsets, ranges, out);
+        self.keys.write_ranges(&elems, out);
+        self.values.write_ranges(&elems, out);
     }
     fn clear(&mut self) {
         self.offsets.clear();
         self.keys.clear();
         self.values.clear();
+        self.hints.clear();
     }
     fn heap_bytes(&self) -> usize {
         self.offsets.len() * 8 + self.keys.heap_bytes() + self.values.heap_bytes()
@@ -469,27 +553,43 @@ pub fn write_column(out: &mut Vec<u8>, name: &str, ty: &str, c: &dyn Column) {
     c.write_data(out);
 }
 
-/// Writes one whole column with its rows in `perm` order (all of them when `perm` is `None`).
-pub fn write_column_perm(out: &mut Vec<u8>, name: &str, ty: &str, c: &dyn Column, perm: Option<&[u32]>) {
-    match perm {
+/// Writes one whole column with its rows in the order of `rows` (ranges of row indexes, from
+/// [`sort_order`]; all rows in order when `None`).
+pub fn write_column_sorted(
+    out: &mut Vec<u8>,
+    name: &str,
+    ty: &str,
+    c: &dyn Column,
+    rows: Option<&[(usize, usize)]>,
+) {
+    match rows {
         None => write_column(out, name, ty, c),
-        Some(perm) => {
+        Some(rows) => {
             put_str(out, name.as_bytes());
             put_str(out, ty.as_bytes());
             c.write_prefix(out);
-            c.write_data_perm(perm, out);
+            c.write_ranges(rows, out);
         }
     }
 }
 
-/// The order that sorts rows by `key` (ties keep their order), or `None` when they already are.
-pub fn sort_order<K: Ord + Copy>(n: usize, key: impl Fn(usize) -> K) -> Option<Vec<u32>> {
+/// The order that sorts rows by `key` (ties keep their order) as ranges of row indexes (runs
+/// already in order stay one range), or `None` when the rows already are sorted.
+pub fn sort_order<K: Ord + Copy>(n: usize, key: impl Fn(usize) -> K) -> Option<Vec<(usize, usize)>> {
     if (1..n).all(|i| key(i - 1) <= key(i)) {
         return None;
     }
     let mut keyed: Vec<(K, u32)> = (0..n).map(|i| (key(i), i as u32)).collect();
     keyed.sort_unstable();
-    Some(keyed.into_iter().map(|(_, i)| i).collect())
+    let mut ranges: Vec<(usize, usize)> = Vec::with_capacity(n);
+    for (_, i) in keyed {
+        let i = i as usize;
+        match ranges.last_mut() {
+            Some((_, end)) if *end == i => *end = i + 1,
+            _ => ranges.push((i, i + 1)),
+        }
+    }
+    Some(ranges)
 }
 
 /// Writes a block header.

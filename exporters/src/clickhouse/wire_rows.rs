@@ -9,8 +9,8 @@
 //! renders that batch from the decoded request instead.
 
 use super::native::{
-    sort_order, write_block_header, write_column_perm, ArrayCol, Column, FixedCol, LcCol, MapCol,
-    StrCol,
+    sort_order, write_block_header, write_column_sorted, ArrayCol, Column, FixedCol, LcCol, MapCol,
+    MapRow, StrCol,
 };
 use base64::Engine as _;
 use prost::Message;
@@ -103,8 +103,44 @@ fn render_owned(v: Val<'_>) -> Cow<'_, [u8]> {
     }
 }
 
+/// One length-delimited field with the one-byte tag `tag` at the start of `buf`: its bytes and
+/// what follows (`None` when `buf` starts otherwise).
+#[inline(always)]
+fn len_field(buf: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (&t, rest) = buf.split_first()?;
+    if t != tag {
+        return None;
+    }
+    let (&len, rest) = rest.split_first()?;
+    // One-byte lengths only: longer fields take the general walk.
+    if len >= 0x80 {
+        return None;
+    }
+    if rest.len() < len as usize {
+        return None;
+    }
+    Some(rest.split_at(len as usize))
+}
+
+/// The common `KeyValue` — `key` then a string value, nothing else — read without the general
+/// field walk (what most attributes are; anything else returns `None`).
+#[inline(always)]
+fn string_key_value(buf: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (key, rest) = len_field(buf, 0x0a)?;
+    let (value, rest) = len_field(rest, 0x12)?;
+    if !rest.is_empty() {
+        return None;
+    }
+    let (s, rest) = len_field(value, 0x0a)?;
+    rest.is_empty().then_some((key, s))
+}
+
 /// A `KeyValue`: key and value.
+#[inline]
 fn key_value(buf: &[u8]) -> Result<(&[u8], Val<'_>), Unusual> {
+    if let Some((k, s)) = string_key_value(buf) {
+        return Ok((k, Val::Str(s)));
+    }
     let (mut key, mut value, mut values) = (&[][..], Val::Empty, 0);
     for f in Fields::new(buf) {
         match f? {
@@ -225,6 +261,8 @@ pub struct SpanColumns {
     links_trace_state: ArrayCol<StrCol>,
     links_attributes: ArrayCol<MapCol>,
     scratch: String,
+    /// The current resource's attributes, prepared once for all its spans.
+    res_row: MapRow,
 }
 
 /// Column names of `otel_traces` in the order [`SpanColumns`] writes them.
@@ -327,7 +365,7 @@ impl SpanColumns {
         let cols = self.cols();
         write_block_header(out, cols.len(), self.rows());
         for (name, ty, c) in cols {
-            write_column_perm(out, name, ty, c, perm.as_deref());
+            write_column_sorted(out, name, ty, c, perm.as_deref());
         }
     }
 
@@ -381,7 +419,16 @@ impl SpanColumns {
             Some(r) => resource(r)?,
             None => (Vec::new(), None),
         };
-        let service = service.as_deref().unwrap_or(b"");
+        let service = self.service_name.index(service.as_deref().unwrap_or(b""));
+        let mut res_row = std::mem::take(&mut self.res_row);
+        self.resource_attributes
+            .prepare(res.iter().map(|(k, v)| (*k, &v[..])), &mut res_row);
+        let r = self.scope_spans(buf, &res_row, service);
+        self.res_row = res_row;
+        r
+    }
+
+    fn scope_spans(&mut self, buf: &[u8], res: &MapRow, service: u32) -> Result<(), Unusual> {
         for f in Fields::new(buf) {
             if let (2, w) = f? {
                 let ss = w.bytes();
@@ -391,7 +438,7 @@ impl SpanColumns {
                 };
                 for f in Fields::new(ss) {
                     if let (2, w) = f? {
-                        self.span(w.bytes(), &res, service, &sc)?;
+                        self.span(w.bytes(), res, service, &sc)?;
                     }
                 }
             }
@@ -402,8 +449,8 @@ impl SpanColumns {
     fn span(
         &mut self,
         buf: &[u8],
-        res: &Rendered<'_>,
-        service: &[u8],
+        res: &MapRow,
+        service: u32,
         sc: &Scope<'_>,
     ) -> Result<(), Unusual> {
         let (mut trace_id, mut span_id, mut parent, mut state, mut name) =
@@ -447,11 +494,8 @@ impl SpanColumns {
         self.trace_state.push(state);
         self.span_name.push(name);
         self.span_kind.push(super::rows::span_kind(kind).as_bytes());
-        self.service_name.push(service);
-        for (k, v) in res {
-            self.resource_attributes.entry(k, v);
-        }
-        self.resource_attributes.end_row();
+        self.service_name.push_index(service);
+        self.resource_attributes.push_row(res);
         self.scope_name.push(sc.name);
         self.scope_version.push(sc.version);
         self.span_attributes.end_row();
@@ -512,6 +556,17 @@ impl SpanColumns {
     }
 }
 
+/// What every record of one scope shares, resolved once: dictionary indexes and prepared rows.
+struct LogContext<'a> {
+    res: &'a MapRow,
+    service: u32,
+    res_url: u32,
+    scope_url: u32,
+    scope_name: &'a [u8],
+    scope_version: u32,
+    scope_attrs: &'a MapRow,
+}
+
 /// The columns of `otel_logs`, filled row by row.
 #[derive(Default)]
 pub struct LogColumns {
@@ -532,6 +587,9 @@ pub struct LogColumns {
     log_attributes: MapCol,
     event_name: StrCol,
     scratch: String,
+    /// The current resource's and scope's attributes, prepared once for all their records.
+    res_row: MapRow,
+    scope_row: MapRow,
 }
 
 /// Column names of `otel_logs` in the order [`LogColumns`] writes them.
@@ -605,7 +663,7 @@ impl LogColumns {
         let cols = self.cols();
         write_block_header(out, cols.len(), self.rows());
         for (name, ty, c) in cols {
-            write_column_perm(out, name, ty, c, perm.as_deref());
+            write_column_sorted(out, name, ty, c, perm.as_deref());
         }
     }
 
@@ -649,13 +707,32 @@ impl LogColumns {
             Some(r) => resource(r)?,
             None => (Vec::new(), None),
         };
-        let service = service.as_deref().unwrap_or(b"");
         let mut res_url = &[][..];
         for f in Fields::new(buf) {
             if let (3, w) = f? {
                 res_url = w.bytes();
             }
         }
+        let service = self.service_name.index(service.as_deref().unwrap_or(b""));
+        let res_url = self.resource_schema_url.index(res_url);
+        let mut res_row = std::mem::take(&mut self.res_row);
+        let mut scope_row = std::mem::take(&mut self.scope_row);
+        self.resource_attributes
+            .prepare(res.iter().map(|(k, v)| (*k, &v[..])), &mut res_row);
+        let r = self.scope_logs(buf, &res_row, service, res_url, &mut scope_row);
+        self.res_row = res_row;
+        self.scope_row = scope_row;
+        r
+    }
+
+    fn scope_logs(
+        &mut self,
+        buf: &[u8],
+        res: &MapRow,
+        service: u32,
+        res_url: u32,
+        scope_row: &mut MapRow,
+    ) -> Result<(), Unusual> {
         for f in Fields::new(buf) {
             if let (2, w) = f? {
                 let sl = w.bytes();
@@ -669,9 +746,20 @@ impl LogColumns {
                         scope_url = w.bytes();
                     }
                 }
+                self.scope_attributes
+                    .prepare(sc.attrs.iter().map(|(k, v)| (*k, &v[..])), scope_row);
+                let ctx = LogContext {
+                    res,
+                    service,
+                    res_url,
+                    scope_url: self.scope_schema_url.index(scope_url),
+                    scope_name: sc.name,
+                    scope_version: self.scope_version.index(sc.version),
+                    scope_attrs: scope_row,
+                };
                 for f in Fields::new(sl) {
                     if let (2, w) = f? {
-                        self.record(w.bytes(), &res, service, res_url, &sc, scope_url)?;
+                        self.record(w.bytes(), &ctx)?;
                     }
                 }
             }
@@ -679,15 +767,7 @@ impl LogColumns {
         Ok(())
     }
 
-    fn record(
-        &mut self,
-        buf: &[u8],
-        res: &Rendered<'_>,
-        service: &[u8],
-        res_url: &[u8],
-        sc: &Scope<'_>,
-        scope_url: &[u8],
-    ) -> Result<(), Unusual> {
+    fn record(&mut self, buf: &[u8], ctx: &LogContext<'_>) -> Result<(), Unusual> {
         let (mut time, mut observed, mut sev, mut flags) = (0u64, 0u64, 0i32, 0u32);
         let (mut sev_text, mut trace_id, mut span_id, mut event) =
             (&[][..], &[][..], &[][..], &[][..]);
@@ -721,20 +801,14 @@ impl LogColumns {
         self.trace_flags.push_u8((flags & 0xff) as u8);
         self.severity_text.push(sev_text);
         self.severity_number.push_u8(u8::try_from(sev).unwrap_or(0));
-        self.service_name.push(service);
+        self.service_name.push_index(ctx.service);
         self.body.push(render(body, &mut self.scratch));
-        self.resource_schema_url.push(res_url);
-        for (k, v) in res {
-            self.resource_attributes.entry(k, v);
-        }
-        self.resource_attributes.end_row();
-        self.scope_schema_url.push(scope_url);
-        self.scope_name.push(sc.name);
-        self.scope_version.push(sc.version);
-        for (k, v) in &sc.attrs {
-            self.scope_attributes.entry(k, v);
-        }
-        self.scope_attributes.end_row();
+        self.resource_schema_url.push_index(ctx.res_url);
+        self.resource_attributes.push_row(ctx.res);
+        self.scope_schema_url.push_index(ctx.scope_url);
+        self.scope_name.push(ctx.scope_name);
+        self.scope_version.push_index(ctx.scope_version);
+        self.scope_attributes.push_row(ctx.scope_attrs);
         self.log_attributes.end_row();
         self.event_name.push(event);
         Ok(())

@@ -73,6 +73,7 @@ impl<'a> Fields<'a> {
         Self { buf, pos: 0 }
     }
 
+    #[inline]
     fn next_field(&mut self) -> Result<(u32, WireValue<'a>), Malformed> {
         let key = varint(self.buf, &mut self.pos)?;
         let key = u32::try_from(key).map_err(|_| Malformed)?;

@@ -89,6 +89,15 @@ impl StrCol {
     #[inline]
     pub fn push_hex(&mut self, b: &[u8]) {
         put_varuint(&mut self.data, (b.len() * 2) as u64);
+        // Ids (8 and 16 bytes) through a stack buffer: no zero-fill of the column first.
+        let mut hex = [0u8; 32];
+        if let Some(out) = hex.get_mut(..b.len() * 2) {
+            if const_hex::encode_to_slice(b, out).is_ok() {
+                self.data.extend_from_slice(out);
+                self.ends.push(self.data.len());
+                return;
+            }
+        }
         let start = self.data.len();
         self.data.resize(start + b.len() * 2, 0);
         if let Some(out) = self.data.get_mut(start..) {
@@ -300,8 +309,8 @@ impl LcCol {
         ranks
     }
 
-    /// Writes the block's dictionary, then the indexes `keys` yields (`n` of them).
-    fn write_with_keys(&self, n: usize, keys: impl Iterator<Item = u32>, out: &mut Vec<u8>) {
+    /// Writes the block's dictionary, then the indexes in the runs `keys` yields (`n` in all).
+    fn write_with_keys<'k>(&self, n: usize, keys: impl Iterator<Item = &'k [u32]>, out: &mut Vec<u8>) {
         if n == 0 {
             return;
         }
@@ -318,19 +327,12 @@ impl LcCol {
         out.extend_from_slice(&(dict_len as u64).to_le_bytes());
         self.dict.write_data(out);
         out.extend_from_slice(&(n as u64).to_le_bytes());
-        match width {
-            0 => out.extend(keys.map(|k| k as u8)),
-            1 => {
-                out.reserve(n * 2);
-                for k in keys {
-                    out.extend_from_slice(&(k as u16).to_le_bytes());
-                }
-            }
-            _ => {
-                out.reserve(n * 4);
-                for k in keys {
-                    out.extend_from_slice(&k.to_le_bytes());
-                }
+        out.reserve(n << width);
+        for run in keys {
+            match width {
+                0 => out.extend(run.iter().map(|&k| k as u8)),
+                1 => out.extend(run.iter().flat_map(|&k| (k as u16).to_le_bytes())),
+                _ => out.extend(run.iter().flat_map(|&k| k.to_le_bytes())),
             }
         }
     }
@@ -344,13 +346,13 @@ impl Column for LcCol {
         out.extend_from_slice(&LC_SHARED_DICTIONARIES_WITH_ADDITIONAL_KEYS.to_le_bytes());
     }
     fn write_data(&self, out: &mut Vec<u8>) {
-        self.write_with_keys(self.keys.len(), self.keys.iter().copied(), out);
+        self.write_with_keys(self.keys.len(), std::iter::once(&self.keys[..]), out);
     }
     fn write_ranges(&self, ranges: &[(usize, usize)], out: &mut Vec<u8>) {
         let n = ranges.iter().map(|&(a, b)| b.saturating_sub(a)).sum();
         let keys = ranges
             .iter()
-            .flat_map(|&(a, b)| self.keys.get(a..b).unwrap_or_default().iter().copied());
+            .map(|&(a, b)| self.keys.get(a..b).unwrap_or_default());
         self.write_with_keys(n, keys, out);
     }
     fn clear(&mut self) {
@@ -383,11 +385,12 @@ fn write_offsets_ranges(offsets: &[u64], ranges: &[(usize, usize)], out: &mut Ve
     out.reserve(offsets.len() * 8);
     let mut end = 0u64;
     for &(a, b) in ranges {
-        for i in a..b {
-            end += end_of(i + 1).saturating_sub(end_of(i));
-            out.extend_from_slice(&end.to_le_bytes());
+        let base = end_of(a);
+        for &o in offsets.get(a..b).unwrap_or_default() {
+            out.extend_from_slice(&(end + o.saturating_sub(base)).to_le_bytes());
         }
-        let (ea, eb) = (end_of(a) as usize, end_of(b) as usize);
+        end += end_of(b).saturating_sub(base);
+        let (ea, eb) = (base as usize, end_of(b) as usize);
         if eb > ea {
             match elems.last_mut() {
                 Some((_, last)) if *last == ea => *last = eb,

@@ -226,6 +226,10 @@ fn single(buf: &[u8], field: u32) -> Result<Option<&[u8]>, Unusual> {
 
 /// Appends a list of `KeyValue`s (one row of a map column) from the wire.
 fn map_entry(map: &mut MapCol, kv: &[u8], scratch: &mut String) -> Result<(), Unusual> {
+    if let Some((k, s)) = string_key_value(kv) {
+        map.entry(k, s);
+        return Ok(());
+    }
     let (k, v) = key_value(kv)?;
     map.entry(k, render(v, scratch));
     Ok(())

@@ -154,37 +154,39 @@ fn as_rows<T: serde::Serialize>(rows: impl Iterator<Item = T>) -> Vec<Map<String
     .collect()
 }
 
-/// Wire rows of the bodies (one request each, concatenated as an encoded batch is). The columns
-/// first hold the bodies in reverse order and are cleared, as the exporter reuses them from one
-/// insert to the next: what a cleared column remembers (dictionary hints) must not leak.
-fn spans_from_wire(bodies: &[Vec<u8>]) -> Vec<Map<String, Value>> {
-    let mut cols = wire_rows::SpanColumns::default();
-    for b in bodies.iter().rev() {
-        cols.push_request(b).expect("walkable");
-    }
+/// Wire rows of the bodies (one request each, concatenated as an encoded batch is), planned
+/// and written as the exporter does: the whole batch in the table's order, in blocks of about
+/// `BLOCK_BYTES` (small, so a batch spans several blocks). The columns first hold the bodies in
+/// reverse order and are cleared, as the exporter reuses them from one insert to the next: what
+/// a cleared column remembers (dictionary hints, prepared resources) must not leak.
+fn rows_from_wire<T: wire_rows::Table>(bodies: &[Vec<u8>]) -> Vec<Map<String, Value>> {
+    const BLOCK_BYTES: usize = 16 << 10;
+    let mut cols = T::default();
+    let (mut warmup, _) = wire_rows::Plan::new::<T>(bodies.iter().rev().map(|b| &b[..]));
+    warmup.fill(&mut cols, usize::MAX).expect("walkable");
     cols.clear();
-    for b in bodies {
-        cols.push_request(b).expect("walkable");
+    let (mut plan, odd) = wire_rows::Plan::new::<T>(bodies.iter().map(|b| &b[..]));
+    assert!(odd.is_empty(), "bodies {odd:?} need prost's merging");
+    let mut rows = vec![];
+    while !plan.is_done() {
+        plan.fill(&mut cols, BLOCK_BYTES).expect("walkable");
+        let mut out = vec![];
+        cols.write_block(&mut out);
+        let block = read_block(&out);
+        assert_eq!(block.len(), cols.rows());
+        rows.extend(block);
+        cols.clear();
     }
-    let mut out = vec![];
-    cols.write_block(&mut out);
-    let rows = read_block(&out);
-    assert_eq!(rows.len(), cols.rows());
+    assert_eq!(rows.len(), plan.len());
     rows
 }
 
+fn spans_from_wire(bodies: &[Vec<u8>]) -> Vec<Map<String, Value>> {
+    rows_from_wire::<wire_rows::SpanColumns>(bodies)
+}
+
 fn logs_from_wire(bodies: &[Vec<u8>]) -> Vec<Map<String, Value>> {
-    let mut cols = wire_rows::LogColumns::default();
-    for b in bodies.iter().rev() {
-        cols.push_request(b).expect("walkable");
-    }
-    cols.clear();
-    for b in bodies {
-        cols.push_request(b).expect("walkable");
-    }
-    let mut out = vec![];
-    cols.write_block(&mut out);
-    read_block(&out)
+    rows_from_wire::<wire_rows::LogColumns>(bodies)
 }
 
 /// A row's sort key in its table: `(ServiceName, SpanName or "", seconds, nanoseconds)`.
@@ -216,17 +218,24 @@ fn table_key(row: &Map<String, Value>, span_name: bool) -> (String, String, i64,
 
 fn check_traces(reqs: &[ExportTraceServiceRequest]) {
     let bodies: Vec<Vec<u8>> = reqs.iter().map(|r| r.encode_to_vec()).collect();
-    for b in &bodies {
+    check_trace_bodies(&bodies);
+}
+
+/// The wire rows of `bodies` against the rows of their `prost` decode.
+fn check_trace_bodies(bodies: &[Vec<u8>]) {
+    for b in bodies {
         // Only bodies the door keeps encoded reach the wire path.
         sluice_core::wire::check(Signal::Traces, b).expect("passes the wire check");
     }
     let mut want = vec![];
-    for r in reqs {
-        want.extend(as_rows(rows::span_rows(r)));
+    for b in bodies {
+        want.extend(as_rows(rows::span_rows(
+            &ExportTraceServiceRequest::decode(&b[..]).unwrap(),
+        )));
     }
-    // The exporter writes a block's rows in the table's sort order (a stable sort).
+    // The exporter writes an insert's rows in the table's sort order (a stable sort).
     want.sort_by_key(|r| table_key(r, true));
-    let got = spans_from_wire(&bodies);
+    let got = spans_from_wire(bodies);
     assert_eq!(got.len(), want.len());
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert_eq!(g, w, "span row {i}");
@@ -518,6 +527,14 @@ fn wide_dictionaries_read_back() {
     check_traces(&[req]);
 }
 
+/// A length-delimited field: one-byte `tag`, varint length, `bytes`.
+fn len_field(tag: u8, bytes: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    prost::encoding::encode_varint(bytes.len() as u64, &mut out);
+    out.extend_from_slice(bytes);
+    out
+}
+
 /// A repeated singular sub-message (which prost merges) is not rendered from the wire: the
 /// exporter re-encodes that body canonically first.
 #[test]
@@ -555,8 +572,43 @@ fn merged_messages_are_left_to_the_decoder() {
     rs.extend_from_slice(&extra_resource);
     body = vec![0x0a, rs.len() as u8];
     body.extend_from_slice(&rs);
-    let mut cols = wire_rows::SpanColumns::default();
-    assert_eq!(cols.push_request(&body), Err(wire_rows::Unusual));
+    let (plan, odd) = wire_rows::Plan::new::<wire_rows::SpanColumns>([&body[..]]);
+    assert_eq!((plan.len(), odd), (0, vec![0]));
+
+    // A span whose `status` is repeated (prost merges the two): that one row is re-encoded
+    // and walked again, the rows around it come from the wire, and all equal the decode.
+    let spans: Vec<Vec<u8>> = (0..3u8)
+        .map(|i| {
+            let mut span = Span {
+                trace_id: vec![i + 1; 16],
+                span_id: vec![i + 2; 8],
+                name: format!("s{i}"),
+                attributes: every_value(),
+                status: Some(Status {
+                    code: 2,
+                    message: String::new(),
+                }),
+                ..Default::default()
+            }
+            .encode_to_vec();
+            if i == 1 {
+                let late = Status {
+                    code: 0,
+                    message: "merged".into(),
+                }
+                .encode_to_vec();
+                span.extend(len_field(0x7a, &late)); // Span.status again
+            }
+            span
+        })
+        .collect();
+    let ss: Vec<u8> = spans.iter().flat_map(|s| len_field(0x12, s)).collect(); // ScopeSpans.spans
+    let rs = len_field(0x12, &ss); // ResourceSpans.scope_spans
+    let merging = len_field(0x0a, &rs); // ExportTraceServiceRequest.resource_spans
+    let decoded = ExportTraceServiceRequest::decode(&merging[..]).unwrap();
+    let merged = &decoded.resource_spans[0].scope_spans[0].spans[1];
+    assert_eq!(merged.status.as_ref().unwrap().message, "merged");
+    check_trace_bodies(&[merging]);
     let canonical = ExportTraceServiceRequest::decode(&body[..]).unwrap();
     check_traces(&[canonical]);
 }

@@ -307,46 +307,32 @@ impl ClickhouseExporter {
         let mut cols = self.take_buffers(C::pool).unwrap_or_default();
         // One block's Native bytes, reused for every block of the insert.
         let mut out = self.take_buffers(|b| &mut b.blocks).unwrap_or_default();
-        // The bodies in the block being built, to build it again if one needs canonical form.
-        let mut in_block: Vec<bytes::Bytes> = Vec::new();
+        let unrenderable = || ExportError::permanent("cannot render a batch as ClickHouse rows");
+        // The whole insert in the table's order; bodies whose resource or scope prost would
+        // merge (rare) go after, re-encoded canonically.
+        let (first, odd) = wire_rows::Plan::new::<C>(chunks.iter().map(|c| &c[..]));
+        let canonical: Vec<bytes::Bytes> = odd
+            .iter()
+            .filter_map(|&i| chunks.get(i))
+            .map(|c| canonical(signal, c))
+            .collect::<Result<_, _>>()?;
+        let (late, still_odd) = wire_rows::Plan::new::<C>(canonical.iter().map(|c| &c[..]));
+        if !still_odd.is_empty() {
+            return Err(unrenderable());
+        }
         let mut sent = false;
-        for chunk in chunks {
-            let chunk = match cols.push_request(&chunk) {
-                Ok(()) => chunk,
-                Err(wire_rows::Unusual) => {
-                    // Rare: a singular field repeated (prost merges those). Re-encode the body
-                    // canonically and rebuild this block's columns from scratch.
-                    let canonical = canonical(signal, &chunk)?;
+        for mut plan in [first, late] {
+            while !plan.is_done() {
+                plan.fill(&mut cols, MAX_BLOCK_BYTES).map_err(|_| unrenderable())?;
+                if cols.rows() > 0 {
+                    cols.write_block(&mut out);
                     cols.clear();
-                    for b in in_block.iter().chain(std::iter::once(&canonical)) {
-                        cols.push_request(b).map_err(|_| {
-                            ExportError::permanent("cannot render a batch as ClickHouse rows")
-                        })?;
-                    }
-                    canonical
+                    self.send_block(&mut insert, &mut out).await.map_err(fail)?;
+                    sent = true;
                 }
-            };
-            in_block.push(chunk);
-            if cols.heap_bytes() >= MAX_BLOCK_BYTES {
-                cols.write_block(&mut out);
-                cols.clear();
-                in_block.clear();
-                self.send_block(&mut insert, &mut out).await.map_err(fail)?;
-                sent = true;
             }
         }
-        if cols.rows() > 0 {
-            cols.write_block(&mut out);
-            sent = true;
-        }
-        // Back to the pool before waiting on the server (an error above drops them instead).
-        if cols.heap_bytes() <= 2 * MAX_BLOCK_BYTES {
-            cols.clear();
-            self.keep_buffers(C::pool, cols);
-        }
-        if !out.is_empty() {
-            self.send_block(&mut insert, &mut out).await.map_err(fail)?;
-        }
+        self.keep_buffers(C::pool, cols);
         if out.capacity() <= 4 * MAX_BLOCK_BYTES {
             self.keep_buffers(|b| &mut b.blocks, out);
         }
@@ -450,45 +436,23 @@ impl ClickhouseExporter {
 /// memory one insert holds, whatever the batch size.
 pub const MAX_BLOCK_BYTES: usize = 1 << 20;
 
-/// A table's columns built from encoded requests (spans or logs).
-trait NativeRows: Default + Send {
-    const COLUMNS: &'static [&'static str];
+/// A table built from encoded requests (spans or logs), with its place in the buffer pool.
+trait NativeRows: wire_rows::Table {
     /// Where finished inserts keep this kind's column sets.
     fn pool(b: &mut Buffers) -> &mut Vec<Self>;
-    fn push_request(&mut self, buf: &[u8]) -> Result<(), wire_rows::Unusual>;
-    fn rows(&self) -> usize;
-    fn heap_bytes(&self) -> usize;
-    fn write_block(&self, out: &mut Vec<u8>);
-    fn clear(&mut self);
 }
 
-macro_rules! native_rows {
-    ($t:ty, $cols:expr, $pool:ident) => {
-        impl NativeRows for $t {
-            const COLUMNS: &'static [&'static str] = $cols;
-            fn pool(b: &mut Buffers) -> &mut Vec<Self> {
-                &mut b.$pool
-            }
-            fn push_request(&mut self, buf: &[u8]) -> Result<(), wire_rows::Unusual> {
-                <$t>::push_request(self, buf)
-            }
-            fn rows(&self) -> usize {
-                <$t>::rows(self)
-            }
-            fn heap_bytes(&self) -> usize {
-                <$t>::heap_bytes(self)
-            }
-            fn write_block(&self, out: &mut Vec<u8>) {
-                <$t>::write_block(self, out)
-            }
-            fn clear(&mut self) {
-                <$t>::clear(self)
-            }
-        }
-    };
+impl NativeRows for wire_rows::SpanColumns {
+    fn pool(b: &mut Buffers) -> &mut Vec<Self> {
+        &mut b.spans
+    }
 }
-native_rows!(wire_rows::SpanColumns, wire_rows::SPAN_COLUMNS, spans);
-native_rows!(wire_rows::LogColumns, wire_rows::LOG_COLUMNS, logs);
+
+impl NativeRows for wire_rows::LogColumns {
+    fn pool(b: &mut Buffers) -> &mut Vec<Self> {
+        &mut b.logs
+    }
+}
 
 /// One request body re-encoded by `prost` (repeated singular fields merged).
 fn canonical(signal: Signal, body: &[u8]) -> Result<bytes::Bytes, ExportError> {

@@ -53,6 +53,8 @@ pub trait Column {
     fn write_ranges(&self, ranges: &[(usize, usize)], out: &mut Vec<u8>);
     /// Forgets the values, keeping allocations for the next block.
     fn clear(&mut self);
+    /// Keeps the first `len` values (drops a row that failed half-way, with its elements).
+    fn truncate(&mut self, len: usize);
     /// Bytes of the values held (what bounds a block). Counted from lengths, not capacities:
     /// a cleared column keeps its allocations for the next block, and counting those would
     /// cut every later block after its first request.
@@ -135,6 +137,10 @@ impl Column for StrCol {
         self.data.clear();
         self.ends.clear();
     }
+    fn truncate(&mut self, len: usize) {
+        self.ends.truncate(len);
+        self.data.truncate(self.ends.last().copied().unwrap_or(0));
+    }
     fn heap_bytes(&self) -> usize {
         self.data.len() + self.ends.len() * std::mem::size_of::<usize>()
     }
@@ -193,6 +199,9 @@ impl<const W: usize> Column for FixedCol<W> {
     }
     fn clear(&mut self) {
         self.data.clear();
+    }
+    fn truncate(&mut self, len: usize) {
+        self.data.truncate(len * W);
     }
     fn heap_bytes(&self) -> usize {
         self.data.len()
@@ -364,6 +373,10 @@ impl Column for LcCol {
         self.keys.clear();
         self.last = 0;
     }
+    fn truncate(&mut self, len: usize) {
+        // Dictionary entries no row uses any more are harmless.
+        self.keys.truncate(len);
+    }
     fn heap_bytes(&self) -> usize {
         // The lookup holds a second copy of every dictionary value.
         2 * self.dict.heap_bytes()
@@ -438,6 +451,11 @@ impl<C: Column> Column for ArrayCol<C> {
     fn clear(&mut self) {
         self.offsets.clear();
         self.inner.clear();
+    }
+    fn truncate(&mut self, len: usize) {
+        self.offsets.truncate(len);
+        self.inner
+            .truncate(self.offsets.last().copied().unwrap_or(0) as usize);
     }
     fn heap_bytes(&self) -> usize {
         self.offsets.len() * 8 + self.inner.heap_bytes()
@@ -542,6 +560,12 @@ impl Column for MapCol {
         self.keys.clear();
         self.values.clear();
         self.hints.clear();
+    }
+    fn truncate(&mut self, len: usize) {
+        self.offsets.truncate(len);
+        let elems = self.offsets.last().copied().unwrap_or(0) as usize;
+        self.keys.truncate(elems);
+        self.values.truncate(elems);
     }
     fn heap_bytes(&self) -> usize {
         self.offsets.len() * 8 + self.keys.heap_bytes() + self.values.heap_bytes()

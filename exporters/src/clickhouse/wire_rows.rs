@@ -16,6 +16,7 @@ use base64::Engine as _;
 use prost::Message;
 use sluice_core::wire::fields::{Fields, Malformed, WireValue};
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 /// The batch holds something the wire walk leaves to the decoder (see the module docs).
@@ -265,8 +266,8 @@ pub struct SpanColumns {
     links_trace_state: ArrayCol<StrCol>,
     links_attributes: ArrayCol<MapCol>,
     scratch: String,
-    /// The current resource's attributes, prepared once for all its spans.
-    res_row: MapRow,
+    /// The plan's resources as this block's columns know them.
+    resources: Contexts,
 }
 
 /// Column names of `otel_traces` in the order [`SpanColumns`] writes them.
@@ -378,6 +379,14 @@ impl SpanColumns {
         for c in self.cols_mut() {
             c.clear();
         }
+        self.resources.forget();
+    }
+
+    /// Drops the rows from `rows` on (a row that failed half-way).
+    fn truncate(&mut self, rows: usize) {
+        for c in self.cols_mut() {
+            c.truncate(rows);
+        }
     }
 
     fn cols_mut(&mut self) -> [&mut dyn Column; 22] {
@@ -407,47 +416,53 @@ impl SpanColumns {
         ]
     }
 
-    /// Appends every span of one encoded `ExportTraceServiceRequest`. On `Err` the columns hold
-    /// a partial row: clear them.
-    pub fn push_request(&mut self, buf: &[u8]) -> Result<(), Unusual> {
+    /// Plans every span of one encoded `ExportTraceServiceRequest`: its resource and scope,
+    /// and its key in the table's order `(ServiceName, SpanName, toDateTime(Timestamp))`.
+    fn plan<'a>(buf: &'a [u8], plan: &mut Plan<'a>) -> Result<(), Unusual> {
         for f in Fields::new(buf) {
             if let (1, w) = f? {
-                self.resource_spans(w.bytes())?;
-            }
-        }
-        Ok(())
-    }
-
-    fn resource_spans(&mut self, buf: &[u8]) -> Result<(), Unusual> {
-        let (res, service) = match single(buf, 1)? {
-            Some(r) => resource(r)?,
-            None => (Vec::new(), None),
-        };
-        let service = self.service_name.index(service.as_deref().unwrap_or(b""));
-        let mut res_row = std::mem::take(&mut self.res_row);
-        self.resource_attributes
-            .prepare(res.iter().map(|(k, v)| (*k, &v[..])), &mut res_row);
-        let r = self.scope_spans(buf, &res_row, service);
-        self.res_row = res_row;
-        r
-    }
-
-    fn scope_spans(&mut self, buf: &[u8], res: &MapRow, service: u32) -> Result<(), Unusual> {
-        for f in Fields::new(buf) {
-            if let (2, w) = f? {
-                let ss = w.bytes();
-                let sc = match single(ss, 1)? {
-                    Some(s) => scope(s)?,
-                    None => scope(b"")?,
-                };
-                for f in Fields::new(ss) {
+                let rs = w.bytes();
+                let resource = plan.add_resource(rs, None)?;
+                for f in Fields::new(rs) {
                     if let (2, w) = f? {
-                        self.span(w.bytes(), res, service, &sc)?;
+                        let ss = w.bytes();
+                        let scope = plan.add_scope(resource, ss)?;
+                        for f in Fields::new(ss) {
+                            if let (2, w) = f? {
+                                let span = w.bytes();
+                                let (mut name, mut start, mut seen) = (&[][..], 0u64, 0u8);
+                                // The key only orders rows: stop once both fields were read.
+                                for f in Fields::new(span) {
+                                    match f? {
+                                        (5, w) => (name, seen) = (w.bytes(), seen | 1),
+                                        (7, w) => (start, seen) = (w.fixed64(), seen | 2),
+                                        _ => continue,
+                                    }
+                                    if seen == 3 {
+                                        break;
+                                    }
+                                }
+                                let seconds = nanos(start).div_euclid(1_000_000_000);
+                                plan.add_row(scope, span, name, seconds, 0);
+                            }
+                        }
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// Appends one planned span (`buf`, of the plan's scope `scope`).
+    fn push_planned(&mut self, plan: &Plan<'_>, scope: u32, buf: &[u8]) -> Result<(), Unusual> {
+        let sc = plan.scopes.get(scope as usize).ok_or(Unusual)?;
+        let mut cache = std::mem::take(&mut self.resources);
+        let r = match cache.resource(plan, sc.resource, &mut self.resource_attributes, &mut self.service_name, None) {
+            Some(res) => self.span(buf, &res.attrs, res.service, &sc.scope),
+            None => Err(Unusual),
+        };
+        self.resources = cache;
+        r
     }
 
     fn span(
@@ -591,9 +606,9 @@ pub struct LogColumns {
     log_attributes: MapCol,
     event_name: StrCol,
     scratch: String,
-    /// The current resource's and scope's attributes, prepared once for all their records.
-    res_row: MapRow,
-    scope_row: MapRow,
+    /// The plan's resources and scopes as this block's columns know them.
+    resources: Contexts,
+    scopes: Contexts,
 }
 
 /// Column names of `otel_logs` in the order [`LogColumns`] writes them.
@@ -693,82 +708,106 @@ impl LogColumns {
         ] {
             c.clear();
         }
+        self.resources.forget();
+        self.scopes.forget();
     }
 
-    /// Appends every record of one encoded `ExportLogsServiceRequest`. On `Err` the columns hold
-    /// a partial row: clear them.
-    pub fn push_request(&mut self, buf: &[u8]) -> Result<(), Unusual> {
+    /// Drops the rows from `rows` on (a row that failed half-way).
+    fn truncate(&mut self, rows: usize) {
+        for c in [
+            &mut self.timestamp as &mut dyn Column,
+            &mut self.trace_id,
+            &mut self.span_id,
+            &mut self.trace_flags,
+            &mut self.severity_text,
+            &mut self.severity_number,
+            &mut self.service_name,
+            &mut self.body,
+            &mut self.resource_schema_url,
+            &mut self.resource_attributes,
+            &mut self.scope_schema_url,
+            &mut self.scope_name,
+            &mut self.scope_version,
+            &mut self.scope_attributes,
+            &mut self.log_attributes,
+            &mut self.event_name,
+        ] {
+            c.truncate(rows);
+        }
+    }
+
+    /// Plans every record of one encoded `ExportLogsServiceRequest`: its resource and scope,
+    /// and its key in the table's order `(ServiceName, TimestampTime, Timestamp)`.
+    fn plan<'a>(buf: &'a [u8], plan: &mut Plan<'a>) -> Result<(), Unusual> {
         for f in Fields::new(buf) {
             if let (1, w) = f? {
-                self.resource_logs(w.bytes())?;
-            }
-        }
-        Ok(())
-    }
-
-    fn resource_logs(&mut self, buf: &[u8]) -> Result<(), Unusual> {
-        let (res, service) = match single(buf, 1)? {
-            Some(r) => resource(r)?,
-            None => (Vec::new(), None),
-        };
-        let mut res_url = &[][..];
-        for f in Fields::new(buf) {
-            if let (3, w) = f? {
-                res_url = w.bytes();
-            }
-        }
-        let service = self.service_name.index(service.as_deref().unwrap_or(b""));
-        let res_url = self.resource_schema_url.index(res_url);
-        let mut res_row = std::mem::take(&mut self.res_row);
-        let mut scope_row = std::mem::take(&mut self.scope_row);
-        self.resource_attributes
-            .prepare(res.iter().map(|(k, v)| (*k, &v[..])), &mut res_row);
-        let r = self.scope_logs(buf, &res_row, service, res_url, &mut scope_row);
-        self.res_row = res_row;
-        self.scope_row = scope_row;
-        r
-    }
-
-    fn scope_logs(
-        &mut self,
-        buf: &[u8],
-        res: &MapRow,
-        service: u32,
-        res_url: u32,
-        scope_row: &mut MapRow,
-    ) -> Result<(), Unusual> {
-        for f in Fields::new(buf) {
-            if let (2, w) = f? {
-                let sl = w.bytes();
-                let sc = match single(sl, 1)? {
-                    Some(s) => scope(s)?,
-                    None => scope(b"")?,
-                };
-                let mut scope_url = &[][..];
-                for f in Fields::new(sl) {
-                    if let (3, w) = f? {
-                        scope_url = w.bytes();
-                    }
-                }
-                self.scope_attributes
-                    .prepare(sc.attrs.iter().map(|(k, v)| (*k, &v[..])), scope_row);
-                let ctx = LogContext {
-                    res,
-                    service,
-                    res_url,
-                    scope_url: self.scope_schema_url.index(scope_url),
-                    scope_name: sc.name,
-                    scope_version: self.scope_version.index(sc.version),
-                    scope_attrs: scope_row,
-                };
-                for f in Fields::new(sl) {
+                let rl = w.bytes();
+                let resource = plan.add_resource(rl, Some(3))?;
+                for f in Fields::new(rl) {
                     if let (2, w) = f? {
-                        self.record(w.bytes(), &ctx)?;
+                        let sl = w.bytes();
+                        let scope = plan.add_scope(resource, sl)?;
+                        for f in Fields::new(sl) {
+                            if let (2, w) = f? {
+                                let record = w.bytes();
+                                let (mut time, mut observed) = (0u64, 0u64);
+                                for f in Fields::new(record) {
+                                    match f? {
+                                        (1, w) => time = w.fixed64(),
+                                        (11, w) => observed = w.fixed64(),
+                                        _ => {}
+                                    }
+                                }
+                                let ts = nanos(if time != 0 { time } else { observed });
+                                plan.add_row(scope, record, b"", ts.div_euclid(1_000_000_000), ts);
+                            }
+                        }
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// Appends one planned record (`buf`, of the plan's scope `scope`).
+    fn push_planned(&mut self, plan: &Plan<'_>, scope: u32, buf: &[u8]) -> Result<(), Unusual> {
+        let sc = plan.scopes.get(scope as usize).ok_or(Unusual)?;
+        let (mut resources, mut scopes) = (
+            std::mem::take(&mut self.resources),
+            std::mem::take(&mut self.scopes),
+        );
+        let res = resources.resource(
+            plan,
+            sc.resource,
+            &mut self.resource_attributes,
+            &mut self.service_name,
+            Some(&mut self.resource_schema_url),
+        );
+        let scope_ctx = scopes.scope(
+            plan,
+            scope,
+            &mut self.scope_attributes,
+            &mut self.scope_schema_url,
+            &mut self.scope_version,
+        );
+        let r = match (res, scope_ctx) {
+            (Some(res), Some(sp)) => {
+                let ctx = LogContext {
+                    res: &res.attrs,
+                    service: res.service,
+                    res_url: res.url,
+                    scope_url: sp.url,
+                    scope_name: sc.scope.name,
+                    scope_version: sp.version,
+                    scope_attrs: &sp.attrs,
+                };
+                self.record(buf, &ctx)
+            }
+            _ => Err(Unusual),
+        };
+        self.resources = resources;
+        self.scopes = scopes;
+        r
     }
 
     fn record(&mut self, buf: &[u8], ctx: &LogContext<'_>) -> Result<(), Unusual> {
@@ -816,5 +855,362 @@ impl LogColumns {
         self.log_attributes.end_row();
         self.event_name.push(event);
         Ok(())
+    }
+}
+
+/// A table whose rows are built from the wire in the table's order over a whole insert.
+pub trait Table: Default + Send {
+    /// Column names, in the order the blocks write them.
+    const COLUMNS: &'static [&'static str];
+    /// Adds one encoded request's resources, scopes and rows to `plan`. `Err` leaves the plan
+    /// partly filled (see [`Plan::new`]).
+    fn plan<'a>(buf: &'a [u8], plan: &mut Plan<'a>) -> Result<(), Unusual>;
+    /// Appends one planned row: `buf` is the row's message, of the plan's scope `scope`.
+    fn push_planned(&mut self, plan: &Plan<'_>, scope: u32, buf: &[u8]) -> Result<(), Unusual>;
+    /// The row's message decoded and encoded again by `prost` (repeated singular fields merged).
+    fn canonical_row(buf: &[u8]) -> Option<Vec<u8>>;
+    /// Rows held.
+    fn rows(&self) -> usize;
+    /// Heap bytes held: what an insert bounds its blocks by.
+    fn heap_bytes(&self) -> usize;
+    /// Appends the Native block of the rows held to `out`.
+    fn write_block(&self, out: &mut Vec<u8>);
+    /// Forgets the rows (and what was prepared for them), keeping allocations.
+    fn clear(&mut self);
+    /// Drops the rows from `rows` on.
+    fn truncate(&mut self, rows: usize);
+    /// Forgets what was prepared for another plan's resources and scopes.
+    fn forget_contexts(&mut self);
+}
+
+impl Table for SpanColumns {
+    const COLUMNS: &'static [&'static str] = SPAN_COLUMNS;
+    fn plan<'a>(buf: &'a [u8], plan: &mut Plan<'a>) -> Result<(), Unusual> {
+        Self::plan(buf, plan)
+    }
+    fn push_planned(&mut self, plan: &Plan<'_>, scope: u32, buf: &[u8]) -> Result<(), Unusual> {
+        Self::push_planned(self, plan, scope, buf)
+    }
+    fn canonical_row(buf: &[u8]) -> Option<Vec<u8>> {
+        opentelemetry_proto::tonic::trace::v1::Span::decode(buf)
+            .ok()
+            .map(|s| s.encode_to_vec())
+    }
+    fn rows(&self) -> usize {
+        Self::rows(self)
+    }
+    fn heap_bytes(&self) -> usize {
+        Self::heap_bytes(self)
+    }
+    fn write_block(&self, out: &mut Vec<u8>) {
+        Self::write_block(self, out)
+    }
+    fn clear(&mut self) {
+        Self::clear(self)
+    }
+    fn truncate(&mut self, rows: usize) {
+        Self::truncate(self, rows)
+    }
+    fn forget_contexts(&mut self) {
+        self.resources.forget();
+    }
+}
+
+impl Table for LogColumns {
+    const COLUMNS: &'static [&'static str] = LOG_COLUMNS;
+    fn plan<'a>(buf: &'a [u8], plan: &mut Plan<'a>) -> Result<(), Unusual> {
+        Self::plan(buf, plan)
+    }
+    fn push_planned(&mut self, plan: &Plan<'_>, scope: u32, buf: &[u8]) -> Result<(), Unusual> {
+        Self::push_planned(self, plan, scope, buf)
+    }
+    fn canonical_row(buf: &[u8]) -> Option<Vec<u8>> {
+        opentelemetry_proto::tonic::logs::v1::LogRecord::decode(buf)
+            .ok()
+            .map(|s| s.encode_to_vec())
+    }
+    fn rows(&self) -> usize {
+        Self::rows(self)
+    }
+    fn heap_bytes(&self) -> usize {
+        Self::heap_bytes(self)
+    }
+    fn write_block(&self, out: &mut Vec<u8>) {
+        Self::write_block(self, out)
+    }
+    fn clear(&mut self) {
+        Self::clear(self)
+    }
+    fn truncate(&mut self, rows: usize) {
+        Self::truncate(self, rows)
+    }
+    fn forget_contexts(&mut self) {
+        self.resources.forget();
+        self.scopes.forget();
+    }
+}
+
+/// A resource of the planned requests.
+struct PlannedResource<'a> {
+    attrs: Rendered<'a>,
+    service: Cow<'a, [u8]>,
+    url: &'a [u8],
+}
+
+/// A scope of the planned requests.
+struct PlannedScope<'a> {
+    resource: u32,
+    scope: Scope<'a>,
+    url: &'a [u8],
+}
+
+/// One row to write: its message, its scope, and its key in the table's order.
+struct PlannedRow<'a> {
+    buf: &'a [u8],
+    scope: u32,
+    /// (service, span name, seconds, nanoseconds): the first two are a resource index and a
+    /// name id until [`Plan::sort`] replaces them by the ranks of their bytes.
+    key: (u32, u32, i64, i64),
+}
+
+/// Every row of one insert's requests, in the table's `ORDER BY` order: the server finds the
+/// whole insert sorted (not only each block), which is what costs it least to write. The rows
+/// borrow from the requests; each block is then built by [`Plan::fill`] straight from the wire.
+#[derive(Default)]
+pub struct Plan<'a> {
+    resources: Vec<PlannedResource<'a>>,
+    scopes: Vec<PlannedScope<'a>>,
+    rows: Vec<PlannedRow<'a>>,
+    names: HashMap<&'a [u8], u32, foldhash::fast::RandomState>,
+    next: usize,
+}
+
+impl<'a> Plan<'a> {
+    /// Plans and sorts the rows of `bodies`. Bodies whose resource or scope `prost` would
+    /// merge (a singular message repeated) are left out, their indexes returned: plan their
+    /// canonical encoding separately.
+    pub fn new<T: Table>(bodies: impl IntoIterator<Item = &'a [u8]>) -> (Self, Vec<usize>) {
+        let mut plan = Plan::default();
+        let mut odd = Vec::new();
+        for (i, body) in bodies.into_iter().enumerate() {
+            let mark = (plan.resources.len(), plan.scopes.len(), plan.rows.len());
+            if T::plan(body, &mut plan).is_err() {
+                plan.resources.truncate(mark.0);
+                plan.scopes.truncate(mark.1);
+                plan.rows.truncate(mark.2);
+                odd.push(i);
+            }
+        }
+        plan.sort();
+        (plan, odd)
+    }
+
+    /// Rows planned.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// True when no row is planned.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// True once every row went into a block.
+    pub fn is_done(&self) -> bool {
+        self.next >= self.rows.len()
+    }
+
+    /// Appends the next rows to `cols` until they hold `max_bytes` (checked every 32 rows) or
+    /// the plan is done. A row the wire walk leaves to the decoder is re-encoded by `prost` and
+    /// walked again; `Err` only if even that fails.
+    pub fn fill<T: Table>(&mut self, cols: &mut T, max_bytes: usize) -> Result<(), Unusual> {
+        if self.next == 0 {
+            cols.forget_contexts();
+        }
+        while let Some(row) = self.rows.get(self.next) {
+            let before = cols.rows();
+            if cols.push_planned(self, row.scope, row.buf).is_err() {
+                cols.truncate(before);
+                let canonical = T::canonical_row(row.buf).ok_or(Unusual)?;
+                if let Err(e) = cols.push_planned(self, row.scope, &canonical) {
+                    cols.truncate(before);
+                    return Err(e);
+                }
+            }
+            self.next += 1;
+            if self.next.is_multiple_of(32) && cols.heap_bytes() >= max_bytes {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a `ResourceSpans`/`ResourceLogs` (its schema URL in field `url_field`, if wanted).
+    fn add_resource(&mut self, buf: &'a [u8], url_field: Option<u32>) -> Result<u32, Unusual> {
+        let (attrs, service) = match single(buf, 1)? {
+            Some(r) => resource(r)?,
+            None => (Vec::new(), None),
+        };
+        let mut url = &[][..];
+        if let Some(n) = url_field {
+            for f in Fields::new(buf) {
+                let (m, w) = f?;
+                if m == n {
+                    url = w.bytes();
+                }
+            }
+        }
+        self.resources.push(PlannedResource {
+            attrs,
+            service: service.unwrap_or(Cow::Borrowed(b"")),
+            url,
+        });
+        Ok(self.resources.len() as u32 - 1)
+    }
+
+    /// Adds a `ScopeSpans`/`ScopeLogs` of resource `resource`.
+    fn add_scope(&mut self, resource: u32, buf: &'a [u8]) -> Result<u32, Unusual> {
+        let scope = match single(buf, 1)? {
+            Some(s) => scope(s)?,
+            None => scope(b"")?,
+        };
+        let mut url = &[][..];
+        for f in Fields::new(buf) {
+            if let (3, w) = f? {
+                url = w.bytes();
+            }
+        }
+        self.scopes.push(PlannedScope {
+            resource,
+            scope,
+            url,
+        });
+        Ok(self.scopes.len() as u32 - 1)
+    }
+
+    /// Adds a row of scope `scope` with its key.
+    fn add_row(&mut self, scope: u32, buf: &'a [u8], name: &'a [u8], seconds: i64, nanos: i64) {
+        let resource = self.scopes.get(scope as usize).map_or(0, |s| s.resource);
+        let next_id = self.names.len() as u32;
+        let name = *self.names.entry(name).or_insert(next_id);
+        self.rows.push(PlannedRow {
+            buf,
+            scope,
+            key: (resource, name, seconds, nanos),
+        });
+    }
+
+    /// Replaces resource indexes and name ids by the ranks of their bytes and sorts the rows
+    /// (a stable sort: rows with equal keys keep their arrival order).
+    fn sort(&mut self) {
+        let mut services: Vec<(&[u8], usize)> = self
+            .resources
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (&r.service[..], i))
+            .collect();
+        services.sort_unstable();
+        let mut service_rank = vec![0u32; services.len()];
+        let mut rank = 0u32;
+        for (j, &(bytes, i)) in services.iter().enumerate() {
+            if j > 0 && services.get(j - 1).is_some_and(|p| p.0 != bytes) {
+                rank += 1;
+            }
+            if let Some(r) = service_rank.get_mut(i) {
+                *r = rank;
+            }
+        }
+        let mut names: Vec<(&[u8], u32)> = self.names.iter().map(|(k, v)| (*k, *v)).collect();
+        names.sort_unstable();
+        let mut name_rank = vec![0u32; names.len()];
+        for (rank, &(_, id)) in names.iter().enumerate() {
+            if let Some(r) = name_rank.get_mut(id as usize) {
+                *r = rank as u32;
+            }
+        }
+        for row in &mut self.rows {
+            let (res, name, ..) = row.key;
+            row.key.0 = service_rank.get(res as usize).copied().unwrap_or(0);
+            row.key.1 = name_rank.get(name as usize).copied().unwrap_or(0);
+        }
+        self.rows.sort_by_key(|r| r.key);
+    }
+}
+
+/// What one block's columns prepared for the plan's resources or scopes: dictionary indexes
+/// and map rows, made on a resource's first row in the block and valid until the columns are
+/// cleared.
+#[derive(Default)]
+pub struct Contexts {
+    slots: Vec<Option<Prepared>>,
+}
+
+/// One resource's or scope's values in the current block's dictionaries.
+struct Prepared {
+    attrs: MapRow,
+    service: u32,
+    url: u32,
+    version: u32,
+}
+
+impl Contexts {
+    fn forget(&mut self) {
+        self.slots.clear();
+    }
+
+    fn slot(&mut self, i: u32) -> Option<&mut Option<Prepared>> {
+        let i = i as usize;
+        if self.slots.len() <= i {
+            self.slots.resize_with(i + 1, || None);
+        }
+        self.slots.get_mut(i)
+    }
+
+    /// Resource `i` of `plan`, prepared for these columns.
+    fn resource(
+        &mut self,
+        plan: &Plan<'_>,
+        i: u32,
+        attrs_col: &mut MapCol,
+        service_col: &mut LcCol,
+        url_col: Option<&mut LcCol>,
+    ) -> Option<&Prepared> {
+        let slot = self.slot(i)?;
+        if slot.is_none() {
+            let r = plan.resources.get(i as usize)?;
+            let mut attrs = MapRow::default();
+            attrs_col.prepare(r.attrs.iter().map(|(k, v)| (*k, &v[..])), &mut attrs);
+            *slot = Some(Prepared {
+                attrs,
+                service: service_col.index(&r.service),
+                url: url_col.map_or(0, |c| c.index(r.url)),
+                version: 0,
+            });
+        }
+        slot.as_ref()
+    }
+
+    /// Scope `i` of `plan` (its attributes, schema URL and version), prepared for these columns.
+    fn scope(
+        &mut self,
+        plan: &Plan<'_>,
+        i: u32,
+        attrs_col: &mut MapCol,
+        url_col: &mut LcCol,
+        version_col: &mut LcCol,
+    ) -> Option<&Prepared> {
+        let slot = self.slot(i)?;
+        if slot.is_none() {
+            let s = plan.scopes.get(i as usize)?;
+            let mut attrs = MapRow::default();
+            attrs_col.prepare(s.scope.attrs.iter().map(|(k, v)| (*k, &v[..])), &mut attrs);
+            *slot = Some(Prepared {
+                attrs,
+                service: 0,
+                url: url_col.index(s.url),
+                version: version_col.index(s.scope.version),
+            });
+        }
+        slot.as_ref()
     }
 }

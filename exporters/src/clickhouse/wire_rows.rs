@@ -443,7 +443,7 @@ impl SpanColumns {
                                     }
                                 }
                                 let seconds = nanos(start).div_euclid(1_000_000_000);
-                                plan.add_row(scope, span, name, seconds, 0);
+                                plan.add_row(scope, span, name, seconds);
                             }
                         }
                     }
@@ -759,7 +759,8 @@ impl LogColumns {
                                     }
                                 }
                                 let ts = nanos(if time != 0 { time } else { observed });
-                                plan.add_row(scope, record, b"", ts.div_euclid(1_000_000_000), ts);
+                                // `(TimestampTime, Timestamp)` orders as the nanoseconds alone do.
+                                plan.add_row(scope, record, b"", ts);
                             }
                         }
                     }
@@ -968,9 +969,12 @@ struct PlannedScope<'a> {
 struct PlannedRow<'a> {
     buf: &'a [u8],
     scope: u32,
-    /// (service, span name, seconds, nanoseconds): the first two are a resource index and a
-    /// name id until [`Plan::sort`] replaces them by the ranks of their bytes.
-    key: (u32, u32, i64, i64),
+    /// (service, span name, time): the first two are a resource index and a name id until
+    /// [`Plan::sort`] replaces them by the ranks of their bytes; the time is what the table
+    /// orders by (seconds for spans, nanoseconds for logs).
+    key: (u32, u32, i64),
+    /// Arrival order, which rows with equal keys keep.
+    seq: u32,
 }
 
 /// Every row of one insert's requests, in the table's `ORDER BY` order: the server finds the
@@ -1089,19 +1093,20 @@ impl<'a> Plan<'a> {
     }
 
     /// Adds a row of scope `scope` with its key.
-    fn add_row(&mut self, scope: u32, buf: &'a [u8], name: &'a [u8], seconds: i64, nanos: i64) {
+    fn add_row(&mut self, scope: u32, buf: &'a [u8], name: &'a [u8], time: i64) {
         let resource = self.scopes.get(scope as usize).map_or(0, |s| s.resource);
         let next_id = self.names.len() as u32;
         let name = *self.names.entry(name).or_insert(next_id);
         self.rows.push(PlannedRow {
             buf,
             scope,
-            key: (resource, name, seconds, nanos),
+            key: (resource, name, time),
+            seq: self.rows.len() as u32,
         });
     }
 
     /// Replaces resource indexes and name ids by the ranks of their bytes and sorts the rows
-    /// (a stable sort: rows with equal keys keep their arrival order).
+    /// (rows with equal keys keep their arrival order).
     fn sort(&mut self) {
         let mut services: Vec<(&[u8], usize)> = self
             .resources
@@ -1133,7 +1138,8 @@ impl<'a> Plan<'a> {
             row.key.0 = service_rank.get(res as usize).copied().unwrap_or(0);
             row.key.1 = name_rank.get(name as usize).copied().unwrap_or(0);
         }
-        self.rows.sort_by_key(|r| r.key);
+        // In place (no scratch as large as the rows): the arrival order breaks ties.
+        self.rows.sort_unstable_by_key(|r| (r.key, r.seq));
     }
 }
 

@@ -4,9 +4,15 @@
 //! [`super::rows`] renders them for RowBinary (the collector's rendering), which a test checks
 //! on the load generator's shapes and the OTLP JSON fixtures.
 //!
+//! An insert is built in two walks: [`Plan`] reads each request's resources and scopes once and
+//! each row's sort key (service, span name, time), and sorts the rows of the whole insert in the
+//! table's `ORDER BY` order; [`Plan::fill`] then appends the rows in that order, block by block.
+//! What every row of a resource or scope repeats (its attributes, `service.name`, dictionary
+//! indexes) is prepared once per block ([`Contexts`]).
+//!
 //! Anything a checked body may hold but this walk does not mirror field for field (a singular
-//! sub-message repeated, which `prost` would merge) returns [`Unusual`]: the caller then
-//! renders that batch from the decoded request instead.
+//! sub-message repeated, which `prost` would merge) returns [`Unusual`]: a resource or scope
+//! leaves its whole request to be re-encoded by `prost` and planned again; a row, only itself.
 
 use super::native::{
     sort_order, write_block_header, write_column_sorted, ArrayCol, Column, FixedCol, LcCol, MapCol,

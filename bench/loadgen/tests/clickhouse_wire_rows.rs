@@ -612,3 +612,42 @@ fn merged_messages_are_left_to_the_decoder() {
     let canonical = ExportTraceServiceRequest::decode(&body[..]).unwrap();
     check_traces(&[canonical]);
 }
+
+/// Large rows end a block as soon as it passes its bound in bytes, not a fixed number of rows
+/// later: 40 spans of ~100 KB make blocks of about 1 MiB each.
+#[test]
+fn blocks_of_large_rows_stay_bounded_in_bytes() {
+    const MAX: usize = 1 << 20;
+    let big = "x".repeat(100_000);
+    let spans: Vec<Span> = (0..40u8)
+        .map(|i| Span {
+            trace_id: vec![i + 1; 16],
+            span_id: vec![1; 8],
+            name: "big".into(),
+            attributes: vec![kv("payload", V::StringValue(big.clone()))],
+            ..Default::default()
+        })
+        .collect();
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let bodies = [req.encode_to_vec()];
+    let (mut plan, _) =
+        wire_rows::Plan::new::<wire_rows::SpanColumns>(bodies.iter().map(|b| &b[..]));
+    let mut cols = wire_rows::SpanColumns::default();
+    let mut blocks = 0;
+    while !plan.is_done() {
+        plan.fill(&mut cols, MAX).expect("walkable");
+        let held = wire_rows::Table::heap_bytes(&cols);
+        assert!(held < MAX + 150_000, "block {blocks} holds {held} bytes");
+        cols.clear();
+        blocks += 1;
+    }
+    assert!(blocks >= 4, "{blocks} blocks");
+}

@@ -320,11 +320,13 @@ impl ClickhouseExporter {
         if !still_odd.is_empty() {
             return Err(unrenderable());
         }
-        let mut sent = false;
+        let (mut sent, mut oversized) = (false, false);
         for mut plan in [first, late] {
             while !plan.is_done() {
                 plan.fill(&mut cols, MAX_BLOCK_BYTES).map_err(|_| unrenderable())?;
                 if cols.rows() > 0 {
+                    // A block far over the bound (one huge row) grew buffers not worth keeping.
+                    oversized |= cols.heap_bytes() > 2 * MAX_BLOCK_BYTES;
                     cols.write_block(&mut out);
                     cols.clear();
                     self.send_block(&mut insert, &mut out).await.map_err(fail)?;
@@ -332,7 +334,9 @@ impl ClickhouseExporter {
                 }
             }
         }
-        self.keep_buffers(C::pool, cols);
+        if !oversized {
+            self.keep_buffers(C::pool, cols);
+        }
         if out.capacity() <= 4 * MAX_BLOCK_BYTES {
             self.keep_buffers(|b| &mut b.blocks, out);
         }

@@ -1030,14 +1030,17 @@ impl<'a> Plan<'a> {
         self.next >= self.rows.len()
     }
 
-    /// Appends the next rows to `cols` until they hold `max_bytes` (checked every 32 rows) or
-    /// the plan is done. A row the wire walk leaves to the decoder is re-encoded by `prost` and
-    /// walked again; `Err` only if even that fails.
+    /// Appends the next rows to `cols` until they hold `max_bytes` or the plan is done (checked
+    /// every 32 rows, and whenever the rows since the last check span a sixteenth of `max_bytes`
+    /// on the wire, so large rows cannot pile up between checks). A row the wire walk leaves to
+    /// the decoder is re-encoded by `prost` and walked again; `Err` only if even that fails.
     pub fn fill<T: Table>(&mut self, cols: &mut T, max_bytes: usize) -> Result<(), Unusual> {
         if self.next == 0 {
             cols.forget_contexts();
         }
+        let mut unchecked = 0usize;
         while let Some(row) = self.rows.get(self.next) {
+            unchecked += row.buf.len();
             let before = cols.rows();
             if cols.push_planned(self, row.scope, row.buf).is_err() {
                 cols.truncate(before);
@@ -1048,8 +1051,11 @@ impl<'a> Plan<'a> {
                 }
             }
             self.next += 1;
-            if self.next.is_multiple_of(32) && cols.heap_bytes() >= max_bytes {
-                break;
+            if self.next.is_multiple_of(32) || unchecked >= max_bytes / 16 {
+                unchecked = 0;
+                if cols.heap_bytes() >= max_bytes {
+                    break;
+                }
             }
         }
         Ok(())

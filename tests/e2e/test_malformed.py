@@ -9,6 +9,7 @@ import pytest
 import requests
 import zstandard
 from conftest import FIXTURES, spans_of, wait_for
+from hostile import grpc_raw
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
@@ -132,6 +133,19 @@ def test_malformed_grpc_gets_invalid_argument(small_sluice, body):
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value
     grpc_call(small_sluice, GOOD)
     assert small_sluice.metric("sluice_receiver_refused_requests_total", reason="malformed", signal="traces") == 1
+
+
+def test_grpc_refusals_before_and_in_the_handler_are_mapped_and_counted(small_sluice):
+    """tonic refuses a message it cannot decompress before Sluice's handler runs (INTERNAL, mapped to
+    INVALID_ARGUMENT); the handler refuses an undecodable one itself. Both are counted once, and the
+    marker that tells them apart never reaches the client."""
+    bad_gzip = grpc_raw(small_sluice.grpc, TRACES_METHOD, b"\x1f\x8b\x08\x00garbage", encoding="gzip", compressed=True)
+    assert bad_gzip.get("grpc-status") == "3", bad_gzip
+    undecodable = grpc_raw(small_sluice.grpc, TRACES_METHOD, b"\xff\xff\xff\xff\x0f")
+    assert undecodable.get("grpc-status") == "3", undecodable
+    for resp in (bad_gzip, undecodable):
+        assert not any(k.startswith("x-sluice") for k in resp), resp
+    assert small_sluice.metric("sluice_receiver_refused_requests_total", reason="malformed", signal="traces") == 2
 
 
 def test_wrong_length_ids_are_partial_success(small_sluice):

@@ -184,15 +184,25 @@ impl OtlpExporter {
 
 fn grpc_error(s: tonic::Status) -> ExportError {
     use tonic::Code;
+    use tonic_types::StatusExt as _;
     let mut msg = format!("gRPC {:?}: {}", s.code(), s.message());
     // A transport failure's cause (refused connection, TLS alert, unknown issuer) is in the source.
     tls::append_causes(&mut msg, std::error::Error::source(&s));
     match s.code() {
-        // A message over the server's size limit will not fit on a retry either.
-        Code::ResourceExhausted if s.message().contains("too large") => {
-            ExportError::permanent(format!("{msg} (lower the batch processor's max_bytes)"))
-        }
-        Code::Unavailable | Code::ResourceExhausted => ExportError::throttled(msg),
+        // OTLP: RESOURCE_EXHAUSTED is retryable only when the server says it may recover, with a
+        // RetryInfo in the status details; without one (a message over the server's size limit)
+        // a retry would fail the same way.
+        Code::ResourceExhausted | Code::Unavailable => match s.get_details_retry_info() {
+            Some(info) => ExportError {
+                retry_after: info.retry_delay,
+                ..ExportError::throttled(msg)
+            },
+            None if s.code() == Code::Unavailable => ExportError::throttled(msg),
+            None => ExportError::permanent(format!(
+                "{msg} (refused without RetryInfo, so not retried: if the message is over the \
+                 server's size limit, lower the batch processor's max_bytes)"
+            )),
+        },
         Code::DeadlineExceeded
         | Code::Aborted
         | Code::Cancelled
@@ -397,5 +407,30 @@ impl ExporterKind for OtlpExporterConfig {
         OtlpExporter::new(self)
             .map(|e| Arc::new(e) as Arc<dyn Exporter>)
             .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grpc_error;
+    use std::time::Duration;
+    use tonic::{Code, Status};
+    use tonic_types::{ErrorDetails, StatusExt as _};
+
+    #[test]
+    fn resource_exhausted_is_retried_only_with_retry_info() {
+        let refused = grpc_error(Status::new(Code::ResourceExhausted, "message too large"));
+        assert!(!refused.retryable && !refused.throttled, "{refused:?}");
+        let details = ErrorDetails::with_retry_info(Some(Duration::from_millis(750)));
+        let busy = grpc_error(Status::with_error_details(
+            Code::ResourceExhausted,
+            "busy",
+            details,
+        ));
+        assert!(busy.retryable && busy.throttled, "{busy:?}");
+        assert_eq!(busy.retry_after, Some(Duration::from_millis(750)));
+        let unavailable = grpc_error(Status::new(Code::Unavailable, "full"));
+        assert!(unavailable.retryable && unavailable.throttled);
+        assert_eq!(unavailable.retry_after, None);
     }
 }

@@ -22,8 +22,15 @@ use tonic::{Request, Response, Status};
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'static>>;
 
+/// Marks a status as the handler's own answer (already counted), so [`EarlyRefusals`] can tell
+/// it from tonic's refusals without reading the message; removed before the response leaves.
+const HANDLED: &str = "x-sluice-handled";
+
 fn status(e: IngestError) -> Status {
-    Status::new(e.grpc_code(), e.to_string())
+    let mut s = Status::new(e.grpc_code(), e.to_string());
+    s.metadata_mut()
+        .insert(HANDLED, tonic::metadata::MetadataValue::from_static("1"));
+    s
 }
 
 /// One OTLP collector service, named for tonic's router.
@@ -179,31 +186,31 @@ where
     }
 }
 
-/// tonic answers an over-limit message with OUT_OF_RANGE and a body it cannot decompress with
-/// INTERNAL; OTLP clients expect RESOURCE_EXHAUSTED and INVALID_ARGUMENT (both: do not retry as is).
-/// Returns whether the response is one of tonic's own refusals (handlers count theirs).
-fn client_errors_as_otlp_expects(
+/// tonic refuses some messages before any handler runs: one over the size limit with OUT_OF_RANGE
+/// (RESOURCE_EXHAUSTED when it inflates past the limit), one it cannot decompress or frame with
+/// INTERNAL. OTLP clients expect RESOURCE_EXHAUSTED and INVALID_ARGUMENT (both: do not retry as
+/// is). Returns the refusal to count, or `None` for the handler's own answers (marked
+/// [`HANDLED`], counted where they were made) and for anything else.
+fn tonic_refusal_as_otlp_expects(
     resp: &mut http::Response<tonic::body::Body>,
-) -> Option<&'static str> {
-    let msg = resp
-        .headers()
-        .get("grpc-message")
-        .and_then(|m| m.to_str().ok())
-        .unwrap_or("");
-    let code = match resp
-        .headers()
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some("11") if msg.contains("too%20large") || msg.contains("too large") => "8",
-        Some("13") if msg.contains("decompress") || msg.contains("decode") => "3",
-        // tonic's decompression limit; handlers never answer RESOURCE_EXHAUSTED over gRPC.
-        Some("8") => return Some("8"),
+) -> Option<IngestError> {
+    if resp.headers_mut().remove(HANDLED).is_some() {
+        return None;
+    }
+    let (code, err) = match resp.headers().get("grpc-status").map(|v| v.as_bytes()) {
+        Some(b"11" | b"8") => (
+            "8",
+            IngestError::TooLarge("gRPC message over max_request_size".into()),
+        ),
+        Some(b"13") => (
+            "3",
+            IngestError::Malformed("undecodable gRPC message".into()),
+        ),
         _ => return None,
     };
     resp.headers_mut()
         .insert("grpc-status", http::HeaderValue::from_static(code));
-    Some(code)
+    Some(err)
 }
 
 /// Rewrites tonic's early errors (see above) and counts them as refused requests: tonic refuses
@@ -262,13 +269,10 @@ where
                     ingest.unrouted("POST", &path);
                 }
             }
-            if let (Some(signal), Some(code)) = (signal, client_errors_as_otlp_expects(&mut resp)) {
-                let err = if code == "3" {
-                    IngestError::Malformed("undecodable gRPC message".into())
-                } else {
-                    IngestError::TooLarge("gRPC message over max_request_size".into())
-                };
-                ingest.refused(signal, 0, &err);
+            if let Some(err) = tonic_refusal_as_otlp_expects(&mut resp) {
+                if let Some(signal) = signal {
+                    ingest.refused(signal, 0, &err);
+                }
             }
             Ok(resp)
         })

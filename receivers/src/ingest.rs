@@ -200,18 +200,24 @@ pub(crate) fn default_accept_timeout() -> HumanDuration {
     HumanDuration::from_secs(2)
 }
 
-/// A receiver's door into its pipelines.
+/// A receiver's door into its pipelines. Cloned for every request (several times, by the gRPC
+/// services), so it is one shared pointer.
 #[derive(Clone)]
 pub struct Ingest {
+    parts: Arc<Parts>,
+}
+
+/// What every clone of an [`Ingest`] shares.
+struct Parts {
     name: String,
     routes: Routes,
     timeout: Duration,
     metrics: Metrics,
     budget: Arc<MemoryBudget>,
     accepted: PerSignal<Counter>,
-    unknown_paths: Arc<Mutex<HashSet<String>>>,
-    over_budget_log: Arc<LogEvery>,
-    panic_log: Arc<LogEvery>,
+    unknown_paths: Mutex<HashSet<String>>,
+    over_budget_log: LogEvery,
+    panic_log: LogEvery,
 }
 
 impl Ingest {
@@ -223,23 +229,27 @@ impl Ingest {
         metrics: &Metrics,
         budget: Arc<MemoryBudget>,
     ) -> Self {
-        Self {
+        let parts = Parts {
             name: name.to_owned(),
             routes,
             timeout,
             metrics: metrics.clone(),
             budget,
             accepted: PerSignal::new(|s| metrics.receiver_accepted(name, s)),
-            unknown_paths: Arc::default(),
-            over_budget_log: Arc::new(LogEvery::new(Duration::from_secs(10))),
-            panic_log: Arc::new(LogEvery::new(Duration::from_secs(10))),
+            unknown_paths: Mutex::default(),
+            over_budget_log: LogEvery::new(Duration::from_secs(10)),
+            panic_log: LogEvery::new(Duration::from_secs(10)),
+        };
+        Self {
+            parts: Arc::new(parts),
         }
     }
 
     /// Charges a request body just read against the memory budget; above the soft level the
     /// request is refused, retryably (the caller counts it, `{reason="memory_limit"}`).
     pub fn admit(&self, signal: Signal, bytes: usize) -> Result<Charge, IngestError> {
-        self.budget
+        self.parts
+            .budget
             .admit(bytes)
             .map_err(|e| self.over_budget(signal, e))
     }
@@ -254,10 +264,10 @@ impl Ingest {
         bytes: usize,
         what: &str,
     ) -> Result<(), IngestError> {
-        if bytes > self.budget.hard() {
+        if bytes > self.parts.budget.hard() {
             return Err(IngestError::TooLarge(format!(
                 "the {what} would take {bytes} bytes of memory, more than this collector may hold ({} bytes: 75% of [service] memory_limit); send smaller requests",
-                self.budget.hard()
+                self.parts.budget.hard()
             )));
         }
         charge
@@ -267,8 +277,8 @@ impl Ingest {
 
     fn over_budget(&self, signal: Signal, e: sluice_core::OverBudget) -> IngestError {
         let err = IngestError::OverBudget(e.to_string());
-        if let Some(skipped) = self.over_budget_log.check() {
-            tracing::warn!(receiver = %self.name, %signal, used = e.used, limit = e.limit, level = e.level, also_refused = skipped, "memory budget exhausted; refusing new data with a retryable status until exporters catch up (counted in sluice_receiver_refused_requests_total{{reason=\"memory_limit\"}})");
+        if let Some(skipped) = self.parts.over_budget_log.check() {
+            tracing::warn!(receiver = %self.parts.name, %signal, used = e.used, limit = e.limit, level = e.level, also_refused = skipped, "memory budget exhausted; refusing new data with a retryable status until exporters catch up (counted in sluice_receiver_refused_requests_total{{reason=\"memory_limit\"}})");
         }
         err
     }
@@ -296,8 +306,8 @@ impl Ingest {
                     "internal error while handling the request (a bug, please report it): {msg}"
                 ));
                 self.refused(signal, 0, &e);
-                if let Some(skipped) = self.panic_log.check() {
-                    tracing::error!(receiver = %self.name, %signal, request_bytes = size, request = what, panic = %msg, also_panicked = skipped, "handling a request panicked; it was refused and the receiver keeps serving");
+                if let Some(skipped) = self.parts.panic_log.check() {
+                    tracing::error!(receiver = %self.parts.name, %signal, request_bytes = size, request = what, panic = %msg, also_panicked = skipped, "handling a request panicked; it was refused and the receiver keeps serving");
                 }
                 Err(e)
             }
@@ -306,7 +316,7 @@ impl Ingest {
 
     /// Whether any pipeline takes `signal` (checked before decoding a body).
     pub fn accepts(&self, signal: Signal) -> bool {
-        self.routes.load().accepts(signal)
+        self.parts.routes.load().accepts(signal)
     }
 
     /// Counts a request refused before it could be decoded (its items are unknown: counted as 0
@@ -316,23 +326,27 @@ impl Ingest {
             // The listener counted it when the deadline passed.
             return;
         }
-        self.metrics
-            .receiver_refused(&self.name, signal, err.reason())
+        self.parts
+            .metrics
+            .receiver_refused(&self.parts.name, signal, err.reason())
             .inc_by(items);
-        self.metrics
-            .receiver_refused_requests(&self.name, signal, err.reason())
+        self.parts
+            .metrics
+            .receiver_refused_requests(&self.parts.name, signal, err.reason())
             .inc();
-        tracing::debug!(receiver = %self.name, %signal, items, error = %err, "request refused");
+        tracing::debug!(receiver = %self.parts.name, %signal, items, error = %err, "request refused");
     }
 
     /// Counts a request to a path or method the receiver does not serve
     /// (`sluice_receiver_refused_requests_total{reason="not_found"}`) and logs each path once.
     pub fn unrouted(&self, method: &str, path: &str) {
-        self.metrics
-            .receiver_refused_requests_unrouted(&self.name, "not_found")
+        self.parts
+            .metrics
+            .receiver_refused_requests_unrouted(&self.parts.name, "not_found")
             .inc();
         let shown: String = path.chars().take(200).collect();
         let mut seen = self
+            .parts
             .unknown_paths
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -341,10 +355,10 @@ impl Ingest {
         }
         if seen.len() == LOGGED_UNKNOWN_PATHS {
             seen.insert(String::new());
-            tracing::warn!(receiver = %self.name, "more unknown paths requested; they are counted in sluice_receiver_refused_requests_total{{reason=\"not_found\"}} but no longer logged one by one");
+            tracing::warn!(receiver = %self.parts.name, "more unknown paths requested; they are counted in sluice_receiver_refused_requests_total{{reason=\"not_found\"}} but no longer logged one by one");
             return;
         }
-        tracing::warn!(receiver = %self.name, %method, path = %shown, "request to a path or method this receiver does not serve (logged once per path)");
+        tracing::warn!(receiver = %self.parts.name, %method, path = %shown, "request to a path or method this receiver does not serve (logged once per path)");
         seen.insert(shown);
     }
 
@@ -355,10 +369,11 @@ impl Ingest {
         let partial = drop_invalid_ids(&mut data);
         if partial.rejected > 0 {
             // Refused, not dropped: the client is told in the partial-success response.
-            self.metrics
-                .receiver_refused(&self.name, signal, "invalid")
+            self.parts
+                .metrics
+                .receiver_refused(&self.parts.name, signal, "invalid")
                 .inc_by(partial.rejected);
-            tracing::debug!(receiver = %self.name, %signal, rejected = partial.rejected, "{}", partial.message);
+            tracing::debug!(receiver = %self.parts.name, %signal, rejected = partial.rejected, "{}", partial.message);
         }
         let items = data.item_count();
         (Envelope { data, items, lease }, partial)
@@ -366,17 +381,17 @@ impl Ingest {
 
     /// Counts items the pipelines took.
     pub fn accepted(&self, signal: Signal, items: u64) {
-        self.accepted.get(signal).inc_by(items);
+        self.parts.accepted.get(signal).inc_by(items);
     }
 
     /// How long one offer to the pipelines waits for room.
     pub fn timeout(&self) -> Duration {
-        self.timeout
+        self.parts.timeout
     }
 
     /// The pipelines as of now (a reload swaps them).
     pub fn routes(&self) -> Arc<sluice_core::PipelineInput> {
-        self.routes.load_full()
+        self.parts.routes.load_full()
     }
 
     /// Checks ids, then hands the request to every pipeline of its signal; `charge` (its memory)
@@ -386,8 +401,8 @@ impl Ingest {
         let (env, partial) = self.prepare(data, Lease::charged(charge));
         let items = env.items;
         // The routes as of now: a reload swaps them for later requests, this one finishes here.
-        let input = self.routes.load_full();
-        match input.send(env, self.timeout).await {
+        let input = self.parts.routes.load_full();
+        match input.send(env, self.parts.timeout).await {
             Ok(()) => {
                 self.accepted(signal, items);
                 Ok(partial)

@@ -146,6 +146,13 @@ def test_grpc_refusals_before_and_in_the_handler_are_mapped_and_counted(small_sl
     for resp in (bad_gzip, undecodable):
         assert not any(k.startswith("x-sluice") for k in resp), resp
     assert small_sluice.metric("sluice_receiver_refused_requests_total", reason="malformed", signal="traces") == 2
+    # A method no service has: UNIMPLEMENTED, counted as not found, logged once per path.
+    for _ in range(2):
+        nope = grpc_raw(small_sluice.grpc, "/opentelemetry.proto.collector.trace.v1.TraceService/Nope", GOOD)
+        assert nope.get("grpc-status") == "12", nope
+    assert small_sluice.metric("sluice_receiver_refused_requests_total", reason="not_found") == 2
+    assert small_sluice.log_text().count("TraceService/Nope") == 1, small_sluice.log_text()[-2000:]
+    assert small_sluice.metric("sluice_receiver_refused_requests_total", reason="malformed", signal="traces") == 2
 
 
 def test_wrong_length_ids_are_partial_success(small_sluice):

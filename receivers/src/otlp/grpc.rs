@@ -242,24 +242,16 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let path = req.uri().path();
-        let signal = [
-            ("TraceService", Signal::Traces),
-            ("MetricsService", Signal::Metrics),
-            ("LogsService", Signal::Logs),
-            ("ProfilesService", Signal::Profiles),
-        ]
-        .into_iter()
-        .find_map(|(svc, sig)| path.contains(svc).then_some(sig));
+        let signal = match path {
+            TraceSvc::EXPORT => Some(TraceSvc::SIGNAL),
+            MetricsSvc::EXPORT => Some(MetricsSvc::SIGNAL),
+            LogsSvc::EXPORT => Some(LogsSvc::SIGNAL),
+            ProfilesSvc::EXPORT => Some(ProfilesSvc::SIGNAL),
+            _ => None,
+        };
         // A method this server does not have: tonic answers UNIMPLEMENTED; counted and logged
         // like an unknown HTTP path.
-        let unknown = (![
-            TraceSvc::EXPORT,
-            MetricsSvc::EXPORT,
-            LogsSvc::EXPORT,
-            ProfilesSvc::EXPORT,
-        ]
-        .contains(&path))
-        .then(|| path.to_owned());
+        let unknown = signal.is_none().then(|| path.to_owned());
         let fut = self.inner.call(req);
         let ingest = self.ingest.clone();
         Box::pin(async move {

@@ -17,10 +17,19 @@ BIN = os.environ.get("SLUICE_BIN") or str(ROOT / "target" / "debug" / "sluice")
 FIXTURES = ROOT / "tests" / "fixtures"
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free right now and never handed out before in this test run: the kernel may return
+    the port it just released to the next bind, so two calls in a row could otherwise collide."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_for(cond, timeout=15.0, interval=0.05, what="condition"):

@@ -17,6 +17,7 @@ pub mod wire_rows;
 
 use clickhouse::{Client, Compression, Row, RowOwned, RowWrite};
 pub mod config;
+mod lz4_block;
 
 pub use config::{ChCompression, ChFormat, ChTables, ClickhouseExporterConfig};
 use sluice_core::component::{ExporterContext, ExporterKind, Problems};
@@ -62,6 +63,11 @@ pub fn split_credentials(endpoint: &str) -> (String, Option<String>, Option<Stri
 /// Writes telemetry into ClickHouse.
 pub struct ClickhouseExporter {
     client: Client,
+    /// Native inserts: their blocks arrive compressed by [`lz4_block`] (`decompress=1`), so this
+    /// client does not compress again.
+    native_client: Client,
+    /// Buffers of LZ4 frames sent, reused by the next blocks.
+    frames: lz4_block::Frames,
     cfg: ClickhouseExporterConfig,
     schema_ready: AtomicBool,
     schema_lock: Mutex<()>,
@@ -197,8 +203,17 @@ impl ClickhouseExporter {
         }
         let mut cfg = cfg.clone();
         cfg.endpoint = endpoint;
+        let native_client = match cfg.compression {
+            ChCompression::Lz4 => client
+                .clone()
+                .with_compression(Compression::None)
+                .with_setting("decompress", "1"),
+            ChCompression::None => client.clone(),
+        };
         Ok(Self {
             client,
+            native_client,
+            frames: lz4_block::Frames::default(),
             schema_ready: AtomicBool::new(!cfg.create_schema),
             schema_lock: Mutex::new(()),
             user: user.unwrap_or_else(|| "default".to_owned()),
@@ -288,6 +303,8 @@ impl ClickhouseExporter {
             // Decoded upstream (a processor read its fields): encode once and walk that.
             other => vec![other.encode_protobuf()],
         };
+        // Spans and logs are one row per item.
+        let rows = usize::try_from(batch.item_count()).unwrap_or(0);
         let mut sql = format!("INSERT INTO {}.{table} (", self.cfg.database);
         for (i, c) in C::COLUMNS.iter().enumerate() {
             if i > 0 {
@@ -301,7 +318,7 @@ impl ClickhouseExporter {
         let timeout = Some(self.cfg.timeout.0);
         let fail = |e| self.observe(classify_code(e));
         let mut insert = self
-            .client
+            .native_client
             .insert_formatted_with(sql)
             .with_timeouts(timeout, timeout);
         let mut cols = self.take_buffers(C::pool).unwrap_or_default();
@@ -310,7 +327,7 @@ impl ClickhouseExporter {
         let unrenderable = || ExportError::permanent("cannot render a batch as ClickHouse rows");
         // The whole insert in the table's order; bodies whose resource or scope prost would
         // merge (rare) go after, re-encoded canonically.
-        let (first, odd) = wire_rows::Plan::new::<C>(chunks.iter().map(|c| &c[..]));
+        let (first, odd) = wire_rows::Plan::with_rows::<C>(chunks.iter().map(|c| &c[..]), rows);
         let canonical: Vec<bytes::Bytes> = odd
             .iter()
             .filter_map(|&i| chunks.get(i))
@@ -370,9 +387,12 @@ impl ClickhouseExporter {
     ) -> Result<(), clickhouse::error::Error> {
         match self.cfg.compression {
             ChCompression::Lz4 => {
-                let block = clickhouse::insert_formatted::CompressedData::new(out, Compression::Lz4);
+                let frame = self
+                    .frames
+                    .lz4(out)
+                    .map_err(|e| clickhouse::error::Error::Compression(Box::new(e)))?;
                 out.clear();
-                insert.send_compressed(block?).await
+                insert.send(frame).await
             }
             ChCompression::None => insert.send(std::mem::take(out).into()).await,
         }

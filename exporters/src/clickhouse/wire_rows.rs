@@ -1000,7 +1000,17 @@ impl<'a> Plan<'a> {
     /// merge (a singular message repeated) are left out, their indexes returned: plan their
     /// canonical encoding separately.
     pub fn new<T: Table>(bodies: impl IntoIterator<Item = &'a [u8]>) -> (Self, Vec<usize>) {
+        Self::with_rows::<T>(bodies, 0)
+    }
+
+    /// [`Plan::new`] with room for `rows` rows (the batch's item count) reserved up front: the
+    /// row list is not grown, and copied, by doubling.
+    pub fn with_rows<T: Table>(
+        bodies: impl IntoIterator<Item = &'a [u8]>,
+        rows: usize,
+    ) -> (Self, Vec<usize>) {
         let mut plan = Plan::default();
+        plan.rows.reserve(rows);
         let mut odd = Vec::new();
         for (i, body) in bodies.into_iter().enumerate() {
             let mark = (plan.resources.len(), plan.scopes.len(), plan.rows.len());

@@ -349,12 +349,25 @@ fn error_type(e: &ExportError) -> &'static str {
     }
 }
 
+/// Every method forwards to the wrapped exporter (a method left to the trait's default would
+/// silently change what the exporter does: batches not merged, a retry writing twice).
 impl Exporter for TracedExporter {
     fn export<'a>(&'a self, batch: &'a Telemetry) -> BoxFuture<'a, Result<Delivered, ExportError>> {
         Box::pin(async move {
+            let mut progress = 0;
+            self.export_resuming(batch, &mut progress).await
+        })
+    }
+
+    fn export_resuming<'a>(
+        &'a self,
+        batch: &'a Telemetry,
+        progress: &'a mut u64,
+    ) -> BoxFuture<'a, Result<Delivered, ExportError>> {
+        Box::pin(async move {
             let started = SystemTime::now();
             let t0 = Instant::now();
-            let result = self.inner.export(batch).await;
+            let result = self.inner.export_resuming(batch, progress).await;
             let took = t0.elapsed();
             if result.is_err() || took >= self.slow {
                 self.record(started, took, batch, &result);
@@ -367,8 +380,16 @@ impl Exporter for TracedExporter {
         self.inner.needs_decoded()
     }
 
+    fn coalesce(&self) -> Option<sluice_core::Coalesce> {
+        self.inner.coalesce()
+    }
+
     fn shutdown(&self) -> BoxFuture<'_, Result<(), ExportError>> {
         self.inner.shutdown()
+    }
+
+    fn start(self: Arc<Self>) {
+        self.inner.clone().start();
     }
 }
 
@@ -389,4 +410,77 @@ pub fn record_reload(started: SystemTime, config_hash: &str, result: Result<(), 
         span.set_status(Status::error(e.to_owned()));
     }
     span.end();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_core::Coalesce;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Answers each trait method differently from the trait's default.
+    #[derive(Default)]
+    struct Inner {
+        started: AtomicBool,
+    }
+
+    impl Exporter for Inner {
+        fn export<'a>(&'a self, _: &'a Telemetry) -> BoxFuture<'a, Result<Delivered, ExportError>> {
+            Box::pin(async { Err(ExportError::permanent("export instead of export_resuming")) })
+        }
+
+        fn export_resuming<'a>(
+            &'a self,
+            _: &'a Telemetry,
+            progress: &'a mut u64,
+        ) -> BoxFuture<'a, Result<Delivered, ExportError>> {
+            *progress |= 4;
+            Box::pin(async { Ok(Delivered { rejected: 3 }) })
+        }
+
+        fn needs_decoded(&self) -> bool {
+            false
+        }
+
+        fn coalesce(&self) -> Option<Coalesce> {
+            Some(Coalesce {
+                min_items: 7,
+                max_bytes: 8,
+                max_delay: Duration::from_secs(9),
+            })
+        }
+
+        fn start(self: Arc<Self>) {
+            self.started.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_traced_exporter_forwards_every_method() {
+        let inner = Arc::new(Inner::default());
+        let traced: Arc<dyn Exporter> = Arc::new(TracedExporter {
+            name: "ch".into(),
+            inner: inner.clone(),
+            slow: Duration::from_secs(3600),
+        });
+        let batch = Telemetry::Traces(Default::default());
+        let mut progress = 1;
+        let done = traced.export_resuming(&batch, &mut progress).await;
+        assert_eq!(done.map(|d| d.rejected).ok(), Some(3));
+        assert_eq!(
+            progress, 5,
+            "the retry's progress reaches the exporter and comes back"
+        );
+        assert_eq!(
+            traced.export(&batch).await.map(|d| d.rejected).ok(),
+            Some(3)
+        );
+        assert!(!traced.needs_decoded());
+        assert_eq!(
+            traced.coalesce().map(|c| (c.min_items, c.max_bytes)),
+            Some((7, 8))
+        );
+        traced.clone().start();
+        assert!(inner.started.load(Ordering::SeqCst));
+    }
 }

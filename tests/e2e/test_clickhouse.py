@@ -4,6 +4,7 @@ lookup, profiles, a ClickHouse that starts late, and a schema mismatch."""
 
 import logging
 import random
+import socket
 import threading
 import time
 
@@ -69,6 +70,38 @@ def clickhouse(tmp_path):
 
 def quiet(sl):
     return sl.metric("sluice_pipeline_queue_items") == 0 and sl.metric("sluice_exporter_queue_items") == 0
+
+
+def databases(ch) -> set[str]:
+    return set(ch.execute("SELECT name FROM system.databases FORMAT TabSeparated").split())
+
+
+def test_a_rejected_reload_creates_no_schema_and_an_accepted_one_creates_it_at_once(sluice, clickhouse):
+    """The exporter's schema is created when its configuration goes live, before any data: not
+    for a reload that is then rejected (here: the new receiver's port is held by another
+    process, so the build fails after the exporter was built)."""
+    good = ch_config(sluice, clickhouse.url)
+    sluice.start(good)
+    wait_for(lambda: "otel" in databases(clickhouse), timeout=30, what="the schema created at start")
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    taken = busy.getsockname()[1]
+    path = sluice.dir / "sluice.toml"
+    path.write_text(good.replace('database = "otel"', 'database = "rejected"')
+                    .replace(f'http = "127.0.0.1:{sluice.http}"', f'http = "127.0.0.1:{taken}"'))
+    r = requests.post(sluice.url("/reload"), timeout=30)
+    assert r.status_code == 422 and "cannot listen" in r.json()["error"], r.text
+    time.sleep(3)
+    assert "rejected" not in databases(clickhouse)
+    busy.close()
+    path.write_text(good.replace('database = "otel"', 'database = "reloaded"'))
+    r = requests.post(sluice.url("/reload"), timeout=30)
+    assert r.status_code == 200 and r.json()["result"] == "success", r.text
+    wait_for(lambda: "reloaded" in databases(clickhouse), timeout=30, what="the reloaded exporter's schema, before any data")
+    assert "otel_traces" in clickhouse.execute("SHOW TABLES FROM reloaded FORMAT TabSeparated").split()
+    assert "rejected" not in databases(clickhouse)
+    assert sluice.stop() == 0
 
 
 def test_sdk_signals_land_in_the_collector_tables(sluice, clickhouse):

@@ -130,6 +130,10 @@ pub trait Exporter: Send + Sync + 'static {
     fn shutdown(&self) -> BoxFuture<'_, Result<(), ExportError>> {
         Box::pin(async { Ok(()) })
     }
+
+    /// Called once when the exporter goes live (its configuration was accepted and its queue is
+    /// spawned): the place for work a rejected reload must not do, like creating a schema.
+    fn start(self: Arc<Self>) {}
 }
 
 /// A batch on its way from a queue to the worker, with the room it holds.
@@ -593,6 +597,7 @@ pub fn spawn_exporter(
     let corrupt = metrics.queue_corrupt(&name);
     let replayed = PerSignal::new(|s| metrics.queue_replayed(&name, s));
     let sync = queue.sync;
+    exporter.clone().start();
     let coalesce = exporter.coalesce();
     let task = tokio::spawn(async move {
         // Cancelled once the queue closed: a persistent queue's exports stop retrying then (what

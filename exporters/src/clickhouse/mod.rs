@@ -494,6 +494,24 @@ fn canonical(signal: Signal, body: &[u8]) -> Result<bytes::Bytes, ExportError> {
 }
 
 impl Exporter for ClickhouseExporter {
+    /// Creates the schema as soon as the exporter is live rather than before the first insert:
+    /// the first batches then do not wait for the DDL (queueing up memory meanwhile), and a
+    /// reload that is rejected after building this exporter creates nothing. A failure here is
+    /// only logged; the first export tries again and reports it.
+    fn start(self: Arc<Self>) {
+        if !self.cfg.create_schema {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(err) = self.ensure_schema().await {
+                    tracing::warn!(endpoint = %sluice_config::redact::url(&self.cfg.endpoint), error = %err.message,
+                        "cannot create the ClickHouse schema at start; retried before the first insert");
+                }
+            });
+        }
+    }
+
     /// Native inserts read spans and logs from the wire; everything else is decoded in `export`.
     fn needs_decoded(&self) -> bool {
         self.cfg.format == ChFormat::RowBinary
@@ -596,22 +614,7 @@ impl ExporterKind for ClickhouseExporterConfig {
     }
 
     fn build(&self, _ctx: &ExporterContext<'_>) -> Result<Arc<dyn Exporter>, String> {
-        let exporter = Arc::new(ClickhouseExporter::new(self).map_err(|e| e.to_string())?);
-        // Create the schema now rather than before the first insert: the first batches then
-        // do not wait for the DDL (queueing up memory meanwhile). A failure here is only logged;
-        // the first export tries again and reports it.
-        if self.create_schema {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                let e = exporter.clone();
-                rt.spawn(async move {
-                    if let Err(err) = e.ensure_schema().await {
-                        tracing::warn!(endpoint = %sluice_config::redact::url(&e.cfg.endpoint), error = %err.message,
-                            "cannot create the ClickHouse schema at start; retried before the first insert");
-                    }
-                });
-            }
-        }
-        Ok(exporter)
+        Ok(Arc::new(ClickhouseExporter::new(self).map_err(|e| e.to_string())?))
     }
 }
 

@@ -16,9 +16,10 @@ const HEADER: usize = 9;
 /// ClickHouse's method byte for LZ4.
 const LZ4: u8 = 0x82;
 /// Buffers kept for reuse: the blocks a few inserts have in flight at once.
-const KEPT: usize = 8;
-/// A buffer grown past this (one huge block) is not kept.
-const KEPT_MAX_BYTES: usize = 8 << 20;
+const KEPT: usize = 4;
+/// A buffer grown past this (a block far over the exporter's 1 MiB, one huge row) is not kept,
+/// so what is kept stays at a few MiB.
+const KEPT_MAX_BYTES: usize = 4 << 20;
 
 /// Buffers of sent blocks, waiting for the next ones.
 #[derive(Clone, Default)]
@@ -125,5 +126,13 @@ mod tests {
         assert_eq!(b.len(), CHECKSUM + HEADER + lz4_flex::block::compress(&small).len());
         let empty = frames.lz4(b"").unwrap();
         assert_eq!(unframe(&empty), b"");
+        drop((b, empty));
+        // A frame far over the usual block is not kept: what is kept stays small.
+        let kept = frames.spare.lock().unwrap().len();
+        let huge = vec![7u8; KEPT_MAX_BYTES + 1];
+        let h = frames.lz4(&huge).unwrap();
+        assert_eq!(unframe(&h), huge);
+        drop(h);
+        assert_eq!(frames.spare.lock().unwrap().len(), kept - 1, "taken, used, not returned");
     }
 }
